@@ -1,0 +1,193 @@
+"""Single-node benchmarks (issue 2). One JSON line per figure.
+
+Run: ``python -m bench.local [--workers 2] [--n 1000000]``. In the same run a
+baseline is measured: a minimal pure-Python loop pushing the same N messages
+through a ``collections.deque`` to a handler; each throughput figure is also
+printed as a ratio to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from node import Node, Service, expose
+
+
+def emit(name: str, value: float, unit: str, **extra: Any) -> None:
+    print(json.dumps({"name": name, "value": round(value, 3), "unit": unit, **extra}), flush=True)
+
+
+def baseline(n: int) -> float:
+    """msgs/s of a bare deque + handler loop: the ceiling for pure-Python dispatch."""
+    q: deque[tuple[int, int, int, Any]] = deque()
+    count = [0]
+
+    def handler(x: int) -> None:
+        count[0] += 1
+
+    t0 = time.perf_counter()
+    for i in range(n):
+        q.append((0, 0, 0, i))
+    while q:
+        m = q.popleft()
+        handler(m[3])
+    return n / (time.perf_counter() - t0)
+
+
+class Receiver(Service):
+    def on_start(self) -> None:
+        self.n = 0
+        self.target = 0
+        self.done = threading.Event()
+        self.finished_at = 0.0
+
+    @expose
+    def expect(self, target):
+        self.n = 0
+        self.target = target
+        self.done.clear()
+
+    @expose
+    def msg(self, i):
+        self.n += 1
+        if self.n == self.target:
+            self.finished_at = time.perf_counter()
+            self.done.set()
+
+
+class Sender(Service):
+    @expose
+    def blast(self, dest, n):
+        send = self.send
+        for i in range(n):
+            send(dest, "msg", i)
+
+
+class Echo(Service):
+    @expose
+    def echo(self, x):
+        return x
+
+
+class Caller(Service):
+    @expose
+    async def loop(self, dest, n):
+        call = self.call
+        t0 = time.perf_counter()
+        for i in range(n):
+            await call(dest, "echo", i)
+        return time.perf_counter() - t0
+
+
+class Pinger(Service):
+    def on_start(self) -> None:
+        self.left = 0
+        self.done: threading.Event | None = None
+
+    @expose
+    def start(self, peer, rounds, done):
+        self.left = rounds
+        self.done = done
+        self.send(peer, "ball", self.handle)
+
+    @expose
+    def ball(self, peer):
+        if self.done is None:  # the passive side bounces
+            self.send(peer, "ball", self.handle)
+            return
+        self.left -= 1
+        if self.left:
+            self.send(peer, "ball", self.handle)
+        else:
+            self.done.set()
+
+
+class Idle(Service):
+    pass
+
+
+def rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--calls", type=int, default=200_000)
+    p.add_argument("--spawn", type=int, default=100_000)
+    args = p.parse_args()
+    w, n = args.workers, args.n
+    base = baseline(n)
+    emit("baseline_deque_loop", base, "msgs/s", workers=0)
+
+    with Node.standalone(workers=w, log_file="/dev/null", call_timeout=60) as node:
+        # 1. one-way A -> B, counted at the receiver.
+        rcv = node.newservice(Receiver)
+        snd = node.newservice(Sender)
+        r = next(s for s in node.iter_services() if s.handle == rcv)
+        node.call(rcv, "expect", n)
+        t0 = time.perf_counter()
+        node.send(snd, "blast", rcv, n)
+        r.done.wait(600)
+        v = n / (r.finished_at - t0)
+        emit("oneway_msgs", v, "msgs/s", workers=w, ratio_to_baseline=round(v / base, 3))
+
+        # 2. sequential call round trip.
+        echo = node.newservice(Echo)
+        caller = node.newservice(Caller)
+        node.call(caller, "loop", echo, 1000)
+        elapsed = node.call(caller, "loop", echo, args.calls, timeout=600)
+        emit("call_rtt", elapsed / args.calls * 1e6, "us", workers=w)
+        v = args.calls / elapsed
+        emit("calls_per_s", v, "calls/s", workers=w, ratio_to_baseline=round(v / base, 3))
+
+        # 3. 100 pairs ping-ponging.
+        pairs, rounds = 100, max(1, n // 200)
+        events = [threading.Event() for _ in range(pairs)]
+        handles = [(node.newservice(Pinger), node.newservice(Pinger)) for _ in range(pairs)]
+        t0 = time.perf_counter()
+        for (a, b), ev in zip(handles, events, strict=True):
+            node.send(a, "start", b, rounds, ev)
+        for ev in events:
+            ev.wait(600)
+        v = pairs * rounds * 2 / (time.perf_counter() - t0)
+        emit("pairs100_msgs", v, "msgs/s", workers=w, ratio_to_baseline=round(v / base, 3))
+
+        # 4. fan-in 8 -> 1.
+        senders = [node.newservice(Sender) for _ in range(8)]
+        per = n // 8
+        node.call(rcv, "expect", per * 8)
+        t0 = time.perf_counter()
+        for s in senders:
+            node.send(s, "blast", rcv, per)
+        r.done.wait(600)
+        v = per * 8 / (r.finished_at - t0)
+        emit("fanin8_msgs", v, "msgs/s", workers=w, ratio_to_baseline=round(v / base, 3))
+
+    # 5. spawn rate and memory per idle service, on a fresh node.
+    with Node.standalone(workers=w, log_file="/dev/null", call_timeout=60) as node:
+        gc.collect()
+        before = rss_kb()
+        t0 = time.perf_counter()
+        for _ in range(args.spawn):
+            node.newservice(Idle)
+        elapsed = time.perf_counter() - t0
+        gc.collect()
+        after = rss_kb()
+        emit("spawn_rate", args.spawn / elapsed, "services/s", workers=w)
+        emit("memory_per_idle_service", (after - before) * 1024 / args.spawn, "bytes", workers=w)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Runnable example services (``skymesh node --service examples.hello:Hello``)."""

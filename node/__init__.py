@@ -1,0 +1,58 @@
+"""skymesh's node runtime: the public API a service imports.
+
+Example::
+
+    from node import Node, Service, expose
+
+    class Hello(Service):
+        @expose
+        def hello(self, who):
+            return f"hello, {who}"
+
+    with Node.standalone(workers=2) as node:
+        h = node.newservice(Hello)
+        print(node.call(h, "hello", "world"))
+"""
+
+from coord.errors import LockLost, LockTimeout, NameTaken
+
+from .address import Group, format_handle, group
+from .config import NodeConfig, load_config
+from .errors import (
+    CallError,
+    CallFailed,
+    CallTimeout,
+    ConfigError,
+    Interrupted,
+    NodeDown,
+    ServiceExited,
+    ServiceNotFound,
+    ServiceStartError,
+    SkymeshError,
+)
+from .node import Node
+from .service import Service, expose
+
+__all__ = [
+    "CallError",
+    "CallFailed",
+    "CallTimeout",
+    "ConfigError",
+    "Group",
+    "Interrupted",
+    "LockLost",
+    "LockTimeout",
+    "NameTaken",
+    "Node",
+    "NodeConfig",
+    "NodeDown",
+    "Service",
+    "ServiceExited",
+    "ServiceNotFound",
+    "ServiceStartError",
+    "SkymeshError",
+    "expose",
+    "format_handle",
+    "group",
+    "load_config",
+]

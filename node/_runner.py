@@ -1,0 +1,417 @@
+"""Dispatching messages to a service and resuming its coroutines.
+
+This is the only code that runs handlers and resumes service coroutines.
+A service is run by one worker at a time (the mailbox's ``in_global``
+invariant), so every field here is owned by "the worker currently running
+this service" and needs no lock.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from .message import (
+    CALL,
+    CALL_TIMEOUT,
+    ERR_EXITED,
+    ERR_HANDLER,
+    ERR_NO_HANDLER,
+    ERR_START,
+    ERROR,
+    REPLY,
+    SOCKET,
+    SYSTEM,
+    TIMER,
+)
+
+if TYPE_CHECKING:
+    from .mailbox import Mailbox
+    from .node import Node
+    from .timer import TimerEntry
+
+STARTING, RUNNING, STOPPING, EXITED = range(4)
+STATE_NAMES = ("starting", "running", "stopping", "exited")
+
+# Task kinds: what finishing the coroutine means.
+T_HANDLER, T_START, T_STOP, T_OTHER = range(4)
+
+# TIMER payload of a ``timeout(seconds, fn)`` callback.
+CALLBACK = "callback"
+
+
+class ServiceExit(BaseException):
+    """Raised by ``Service.exit()`` to unwind the running handler. Never escapes a worker."""
+
+
+class _Done:
+    """Stands in for the coroutine of a plain handler that called exit()."""
+
+    def close(self) -> None:
+        pass
+
+
+_DONE: Any = _Done()
+
+
+class Task:
+    """A service coroutine and whom to answer when it finishes."""
+
+    __slots__ = ("coro", "kind", "method", "session", "source")
+
+    def __init__(
+        self, coro: Coroutine[Any, Any, Any], source: int, session: int, kind: int, method: str
+    ) -> None:
+        self.coro = coro
+        self.source = source
+        self.session = session
+        self.kind = kind
+        self.method = method
+
+
+def error_payload(
+    code: int, exc: BaseException, tb: str | None = None
+) -> tuple[int, str, str, str]:
+    """The ERROR payload describing ``exc``."""
+    if tb is None:
+        tb = "".join(traceback.format_exception(exc))
+    return (code, type(exc).__name__, str(exc), tb)
+
+
+class ServiceCore:
+    """The runtime half of a service: state, dispatch and coroutine resumption."""
+
+    # Built by Service.__init_subclass__: exposed method name -> (function, is_coroutine).
+    _handlers: dict[str, tuple[Callable[..., Any], bool]] = {}
+
+    handle: int
+    _node: Node
+    _mailbox: Mailbox
+
+    def _bind(self, node: Node, handle: int, mailbox: Mailbox) -> None:
+        self.handle = handle
+        self._node = node
+        self._mailbox = mailbox
+        self._state = STARTING
+        self._session = 0
+        self._suspended: dict[int, Task] = {}  # session -> coroutine waiting on it
+        self._timers: dict[int, TimerEntry] = {}  # session -> deadline of a call or sleep
+        self._callbacks: dict[int, tuple[Callable[..., Any], tuple[Any, ...]]] = {}
+        self._forks: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._deferred: list[tuple[int, int, int, Any]] = []  # CALL/SEND held during on_start
+        self._current: Task | None = None  # the coroutine running right now
+        self._crit_owner: Task | None = None
+        self._crit_depth = 0
+        self._crit_waiters: list[tuple[int, Task]] = []
+        self._n_msgs = 0
+        self._cpu = 0.0
+        self._exit_reason = ""
+
+    # -- dispatch -----------------------------------------------------------------
+
+    def _dispatch(self, msg: tuple[int, int, int, Any]) -> None:
+        source, session, kind, payload = msg
+        if kind <= CALL:
+            if self._state != RUNNING:
+                self._not_running(msg)
+                return
+            self._n_msgs += 1
+            method, args = payload
+            entry = self._handlers.get(method)
+            if entry is None:
+                self._no_handler(source, session, method)
+                return
+            fn, is_async = entry
+            if is_async:
+                try:
+                    coro = fn(self, *args)
+                except Exception as exc:  # wrong arguments
+                    self._failed(source, session, method, exc)
+                else:
+                    self._step(Task(coro, source, session, T_HANDLER, method), None, None)
+            else:
+                try:
+                    result = fn(self, *args)
+                except ServiceExit:
+                    if session:
+                        self._terminate("exit", Task(_DONE, source, session, T_HANDLER, method))
+                    else:
+                        self._terminate("exit", None)
+                    return
+                except Exception as exc:
+                    self._failed(source, session, method, exc)
+                else:
+                    if session:
+                        self._node._reply(self.handle, source, session, REPLY, result)
+        elif kind <= TIMER:  # REPLY, ERROR, TIMER: resume whoever waits on the session
+            self._resume(session, kind, payload)
+        elif kind == SYSTEM:
+            self._system(source, session, payload)
+        elif kind == SOCKET:
+            self._node._count_drop("socket-no-handler")
+        if self._forks:
+            self._run_forks()
+
+    def _resume(self, session: int, kind: int, payload: Any) -> None:
+        if kind == TIMER:
+            if payload == CALLBACK:
+                cb = self._callbacks.pop(session, None)
+                self._timers.pop(session, None)
+                if cb is not None:
+                    self._run_callable(cb[0], cb[1], "timeout")
+                return
+            task = self._suspended.pop(session, None)
+            if task is None:
+                return  # the reply won the race; its timer was already moot
+            self._timers.pop(session, None)
+            if payload == CALL_TIMEOUT:
+                from .errors import CallTimeout
+
+                self._step(task, None, CallTimeout(f"no reply to session {session} in time"))
+            else:
+                self._step(task, None, None)
+            return
+        task = self._suspended.pop(session, None)
+        if task is None:
+            self._node._count_drop("late-reply")
+            return
+        entry = self._timers.pop(session, None)
+        if entry is not None:
+            self._node._timer.cancel(entry)
+        if kind == REPLY:
+            self._step(task, payload, None)
+        else:
+            self._step(task, None, self._node._exception_from(payload))
+
+    def _step(self, task: Task, value: Any, exc: BaseException | None) -> None:
+        """Run ``task`` until it suspends or finishes. The only place coroutines resume."""
+        self._current = task
+        try:
+            waited = task.coro.send(value) if exc is None else task.coro.throw(exc)
+        except StopIteration as stop:
+            self._current = None
+            self._finished(task, stop.value)
+            return
+        except ServiceExit:
+            self._current = None
+            self._terminate("exit", task)
+            return
+        except Exception as err:
+            self._current = None
+            self._task_failed(task, err)
+            return
+        self._current = None
+        if waited.__class__ is int:
+            self._suspended[waited] = task
+        else:
+            bad = TypeError(f"a skymesh service cannot await {waited!r}; use the Service API")
+            self._step(task, None, bad)
+
+    def _finished(self, task: Task, value: Any) -> None:
+        kind = task.kind
+        if kind == T_HANDLER:
+            if task.session:
+                self._node._reply(self.handle, task.source, task.session, REPLY, value)
+        elif kind == T_START:
+            self._started(task.source, task.session)
+        elif kind == T_STOP:
+            self._finalize()
+
+    def _task_failed(self, task: Task, err: Exception) -> None:
+        kind = task.kind
+        if kind == T_HANDLER:
+            self._failed(task.source, task.session, task.method, err)
+        elif kind == T_START:
+            self._start_failed(task.source, task.session, err)
+        elif kind == T_STOP:
+            self._node._log_exc(self.handle, "on_stop failed", err)
+            self._finalize()
+        else:
+            self._node._log_exc(self.handle, f"{task.method} failed", err)
+
+    def _failed(self, source: int, session: int, method: str, err: BaseException) -> None:
+        if session:
+            code = ERR_HANDLER
+            self._node._reply(self.handle, source, session, ERROR, error_payload(code, err))
+        else:
+            self._node._log_exc(self.handle, f"{method} failed", err)
+
+    def _no_handler(self, source: int, session: int, method: str) -> None:
+        text = f"no handler {method!r} in {type(self).__name__}"
+        if session:
+            payload = (ERR_NO_HANDLER, "NoHandler", text, "")
+            self._node._reply(self.handle, source, session, ERROR, payload)
+        else:
+            self._node._count_drop("no-handler")
+            self._node._log(self.handle, "warning", text)
+
+    def _not_running(self, msg: tuple[int, int, int, Any]) -> None:
+        source, session, kind, _ = msg
+        if self._state == STARTING:
+            self._deferred.append(msg)
+        elif kind == CALL and session:
+            payload = (ERR_EXITED, "ServiceExited", f"service {self.handle:#x} has exited", "")
+            self._node._reply(self.handle, source, session, ERROR, payload)
+        else:
+            self._node._count_drop("dead-service")
+
+    def _run_callable(self, fn: Callable[..., Any], args: tuple[Any, ...], what: str) -> None:
+        try:
+            result = fn(*args)
+        except ServiceExit:
+            self._terminate("exit", None)
+            return
+        except Exception as err:
+            self._node._log_exc(self.handle, f"{what} failed", err)
+            return
+        if isinstance(result, Coroutine):
+            self._step(Task(result, 0, 0, T_OTHER, what), None, None)
+
+    def _run_forks(self) -> None:
+        forks = self._forks
+        while forks and self._state < EXITED:
+            fn, args = forks.pop(0)
+            self._run_callable(fn, args, getattr(fn, "__name__", "fork"))
+
+    # -- system events --------------------------------------------------------------
+
+    def _system(self, source: int, session: int, payload: Any) -> None:
+        event, data = payload
+        if event == "start":
+            self._start(source, session, data)
+        elif event in ("kill", "stop"):
+            self._terminate(event, None)
+        elif self._state == RUNNING:
+            hook = getattr(self, _HOOKS.get(event, "on_system"), None)
+            if hook is None:
+                return
+            args = tuple(data) if event in _HOOKS else (event, data)
+            self._run_callable(hook, args, event)
+
+    def _start(self, source: int, session: int, args: tuple[Any, ...]) -> None:
+        on_start = getattr(self, "on_start", None)
+        try:
+            result = on_start(*args) if on_start is not None else None
+        except ServiceExit:
+            self._start_failed(source, session, RuntimeError("exit() during on_start"))
+            return
+        except Exception as err:
+            self._start_failed(source, session, err)
+            return
+        if isinstance(result, Coroutine):
+            self._step(Task(result, source, session, T_START, "on_start"), None, None)
+        else:
+            self._started(source, session)
+
+    def _started(self, source: int, session: int) -> None:
+        self._state = RUNNING
+        deferred, self._deferred = self._deferred, []
+        if deferred:
+            self._mailbox.push_front(deferred)
+        self._node._service_started(self, source, session)  # type: ignore[arg-type]
+
+    def _start_failed(self, source: int, session: int, err: BaseException) -> None:
+        self._close_tasks(None)
+        payload = error_payload(ERR_START, err)
+        self._state = EXITED
+        self._exit_reason = "start failed"
+        self._node._retire(self,  # type: ignore[arg-type]
+                           "start failed")
+        self._drain()
+        self._node._reply(self.handle, source, session, ERROR, payload)
+
+    # -- ending -----------------------------------------------------------------------
+
+    def _terminate(self, reason: str, running: Task | None) -> None:
+        """Unwind everything the service waits on, run on_stop, then finalize."""
+        if self._state >= STOPPING:
+            if running is not None and running.kind == T_STOP:
+                self._finalize()
+            return
+        if self._state == STARTING:
+            # Killed before on_start finished: the creator must hear of it.
+            start = running if running is not None and running.kind == T_START else None
+            if start is None:
+                start = next((t for t in self._suspended.values() if t.kind == T_START), None)
+            self._close_tasks(running)
+            if start is not None:
+                self._start_failed(start.source, start.session, RuntimeError(f"service {reason}"))
+            else:
+                self._state = EXITED
+                self._node._retire(self,  # type: ignore[arg-type]
+                           reason)
+                self._drain()
+            return
+        self._state = STOPPING
+        self._exit_reason = reason
+        self._close_tasks(running)
+        on_stop = getattr(self, "on_stop", None)
+        try:
+            result = on_stop() if on_stop is not None else None
+        except ServiceExit:
+            result = None
+        except Exception as err:
+            self._node._log_exc(self.handle, "on_stop failed", err)
+            result = None
+        if isinstance(result, Coroutine):
+            self._step(Task(result, 0, 0, T_STOP, "on_stop"), None, None)
+        else:
+            self._finalize()
+
+    def _close_tasks(self, running: Task | None) -> None:
+        exited = (ERR_EXITED, "ServiceExited", f"service {self.handle:#x} exited", "")
+        node = self._node
+        tasks = list(self._suspended.values())
+        if running is not None:
+            tasks.append(running)
+        self._suspended.clear()
+        for entry in self._timers.values():
+            node._timer.cancel(entry)
+        self._timers.clear()
+        self._callbacks.clear()
+        self._forks.clear()
+        for task in tasks:
+            if task is not running:
+                try:
+                    task.coro.close()
+                except BaseException as err:  # a coroutine that refuses to close
+                    node._log_exc(self.handle, "closing a coroutine failed", err)
+            if task.kind == T_HANDLER and task.session:
+                node._reply(self.handle, task.source, task.session, ERROR, exited)
+        for msg in self._deferred:
+            self._not_running_dead(msg)
+        self._deferred.clear()
+
+    def _not_running_dead(self, msg: tuple[int, int, int, Any]) -> None:
+        saved, self._state = self._state, EXITED
+        self._not_running(msg)
+        self._state = saved
+
+    def _finalize(self) -> None:
+        if self._state == EXITED:
+            return
+        self._close_tasks(None)
+        self._state = EXITED
+        self._node._retire(self,  # type: ignore[arg-type]
+                           self._exit_reason or "exit")
+        self._drain()
+
+    def _drain(self) -> None:
+        q = self._mailbox.queue
+        while q:
+            try:
+                msg = q.popleft()
+            except IndexError:
+                break
+            if msg[2] <= CALL:
+                self._not_running(msg)
+
+
+_HOOKS = {
+    "down": "on_down",
+    "lock-lost": "on_lock_lost",
+    "config": "on_config",
+    "name-lost": "on_name_lost",
+    "member": "on_member",
+}

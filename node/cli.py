@@ -1,0 +1,106 @@
+"""The ``skymesh`` command line.
+
+``skymesh node`` runs a node until SIGTERM or SIGINT, then stops every
+service (``on_stop``) and joins every thread. A bad configuration prints one
+``skymesh: config error: ...`` line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import ConfigError, ServiceStartError
+
+EXIT_CONFIG = 2
+
+
+def _arg(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="skymesh",
+        description="skymesh: a skynet-style actor framework for Python clusters.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    n = sub.add_parser("node", help="run a node until interrupted")
+    n.add_argument("--config", "-c", help="TOML config file (keys overridable by SKYMESH_<KEY>)")
+    n.add_argument("--standalone", action="store_true",
+                   help="ignore ZooKeeper/Redis settings: embedded coordination")
+    n.add_argument("--workers", type=int, help="worker threads (default 2)")
+    n.add_argument("--node-id", help="node id or 'auto'")
+    n.add_argument("--service", nargs="+", action="append", metavar="ARG",
+                   help="start 'module:Class' with optional JSON-or-string args; repeatable")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``skymesh`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command == "node":
+        return _run_node(args)
+    _parser().print_help()
+    return 0
+
+
+def _run_node(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .node import Node
+
+    overrides: dict[str, Any] = {}
+    try:
+        cfg = load_config(args.config)
+        if args.workers is not None:
+            overrides["workers"] = args.workers
+        if args.node_id is not None:
+            overrides["node_id"] = args.node_id
+        if args.standalone:
+            overrides["zk_hosts"] = None
+            overrides["redis_url"] = None
+        if args.service:
+            overrides["services"] = [
+                {"class": s[0], "args": [_arg(a) for a in s[1:]]} for s in args.service
+            ]
+        if overrides:
+            merged = {k: v for k, v in vars(cfg).items() if k != "services"}
+            merged["services"] = [
+                {"class": s.cls, "args": list(s.args), **({"name": s.name} if s.name else {})}
+                for s in cfg.services
+            ]
+            merged.update(overrides)
+            if merged.get("node_id") is None and "node_id" not in overrides:
+                merged["node_id"] = "auto"
+            cfg = load_config({k: v for k, v in merged.items() if v is not None}, env={})
+    except ConfigError as exc:
+        print(f"skymesh: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        node = Node.from_config(cfg)
+    except ServiceStartError as exc:
+        print(f"skymesh: a service failed to start: {exc}\n{exc.remote_traceback}", file=sys.stderr)
+        return 1
+    node._log(0, "info", f"node {node.node_id} up: {len(node.services())} services")
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        node.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Node configuration: one TOML file, every key overridable by ``SKYMESH_<KEY>``.
+
+Example file::
+
+    cluster = "demo"
+    node_id = 1            # or "auto" (allocated by coord)
+    workers = 2
+    zk_hosts = "127.0.0.1:2181"
+    redis_url = "redis://127.0.0.1:6379/0"
+
+    [[services]]
+    class = "examples.hello:Hello"
+    args = ["world"]
+    name = ".hello"
+
+``SKYMESH_WORKERS=4`` overrides ``workers``; ``SKYMESH_SERVICES`` takes a JSON
+list of service tables or ``"mod:Class,mod:Class"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["NodeConfig", "ServiceSpec", "load_config"]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A service to start at boot: class path, arguments, optional name."""
+
+    cls: str
+    args: tuple[Any, ...] = ()
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Validated node settings (see the module docstring for the file format)."""
+
+    cluster: str = "skymesh"
+    node_id: int | None = 1  # None: "auto"
+    workers: int = 2
+    bind: str = "127.0.0.1"
+    advertise: str | None = None
+    zk_hosts: str | None = None
+    redis_url: str | None = None
+    session_timeout: float = 10.0
+    console_port: int | None = None
+    console_token: str | None = None
+    log_file: str | None = None
+    log_level: str = "info"
+    call_timeout: float = 10.0
+    monitor_threshold: float = 5.0
+    services: tuple[ServiceSpec, ...] = field(default_factory=tuple)
+
+    @property
+    def standalone(self) -> bool:
+        """True when no ZooKeeper is configured: the embedded backend is used."""
+        return self.zk_hosts is None
+
+
+_INT = {"workers", "console_port"}
+_FLOAT = {"call_timeout", "monitor_threshold", "session_timeout"}
+_STR = {"cluster", "bind", "advertise", "zk_hosts", "redis_url", "log_file", "log_level",
+        "console_token"}  # fmt: skip
+_KEYS = {f.name for f in fields(NodeConfig)}
+
+
+def load_config(
+    source: str | Path | Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> NodeConfig:
+    """Read a TOML file (or take a mapping), apply ``SKYMESH_*`` overrides, validate.
+
+    Raises ``ConfigError`` with one line naming the bad key and why.
+    """
+    raw: dict[str, Any] = {}
+    if isinstance(source, str | Path):
+        try:
+            raw = tomllib.loads(Path(source).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {source}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {source} is not valid TOML: {exc}") from exc
+    elif source is not None:
+        raw = dict(source)
+    env = os.environ if env is None else env
+    for key in _KEYS:
+        value = env.get(f"SKYMESH_{key.upper()}")
+        if value is not None:
+            raw[key] = _from_env(key, value)
+    unknown = set(raw) - _KEYS
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join(sorted(unknown))}")
+    return _validate(raw)
+
+
+def _from_env(key: str, value: str) -> Any:
+    if key == "services":
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"SKYMESH_SERVICES is not valid JSON: {exc}") from exc
+        return [{"class": part.strip()} for part in text.split(",") if part.strip()]
+    return value
+
+
+def _validate(raw: dict[str, Any]) -> NodeConfig:
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "node_id":
+            out[key] = _node_id(value)
+        elif key in _INT:
+            out[key] = _number(key, value, int, 1 if key == "workers" else 0)
+        elif key in _FLOAT:
+            out[key] = _number(key, value, float, 0.0)
+        elif key in _STR:
+            if not isinstance(value, str):
+                raise ConfigError(f"{key} must be a string, got {value!r}")
+            out[key] = value or None if key not in ("cluster", "bind", "log_level") else value
+        elif key == "services":
+            out[key] = _services(value)
+    if out.get("log_level", "info") not in ("debug", "info", "warning", "error"):
+        level = out["log_level"]
+        raise ConfigError(f"log_level must be debug, info, warning or error, got {level!r}")
+    if "workers" in out and out["workers"] > 256:
+        raise ConfigError(f"workers must be at most 256, got {out['workers']}")
+    return NodeConfig(**out)
+
+
+def _node_id(value: Any) -> int | None:
+    if value == "auto":
+        return None
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"node_id must be an integer or 'auto', got {value!r}") from None
+    if not 1 <= n <= (1 << 31) - 1:
+        raise ConfigError(f"node_id must be in 1..2147483647, got {n}")
+    return n
+
+
+def _number(key: str, value: Any, kind: type, minimum: float) -> Any:
+    if isinstance(value, bool):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    try:
+        n = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if n < minimum:
+        raise ConfigError(f"{key} must be >= {minimum}, got {n}")
+    return n
+
+
+def _services(value: Any) -> tuple[ServiceSpec, ...]:
+    if not isinstance(value, list):
+        raise ConfigError("services must be a list of tables with a 'class' key")
+    specs = []
+    for i, entry in enumerate(value):
+        item = {"class": entry} if isinstance(entry, str) else entry
+        if not isinstance(item, dict) or not isinstance(item.get("class"), str):
+            raise ConfigError(f"services[{i}] needs a 'class' string like 'module:Class'")
+        if ":" not in item["class"]:
+            raise ConfigError(f"services[{i}].class must look like 'module:Class'")
+        args = item.get("args", [])
+        if not isinstance(args, list):
+            raise ConfigError(f"services[{i}].args must be a list")
+        extra = set(item) - {"class", "args", "name"}
+        if extra:
+            raise ConfigError(f"services[{i}] has unknown key(s): {', '.join(sorted(extra))}")
+        specs.append(ServiceSpec(item["class"], tuple(args), item.get("name")))
+    return tuple(specs)

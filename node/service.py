@@ -1,0 +1,290 @@
+"""The service base class: what a service can do, as DESIGN's "Services" lists it.
+
+A service is an actor: a mailbox and the handlers its messages run. Only
+methods marked ``@expose`` can be invoked by messages. Plain ``def``
+handlers run straight through; ``async def`` handlers run as coroutines the
+node drives itself, so ``await self.call(...)`` suspends only that handler
+and the service goes on with its other messages (skynet's reentrancy).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+from ._runner import CALLBACK, ServiceCore, ServiceExit
+from ._traps import Wait
+from .address import format_handle
+from .errors import CallTimeout
+from .message import CALL, CALL_TIMEOUT, REPLY, SEND
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from .address import Dest
+
+__all__ = ["Service", "expose"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def expose(fn: F) -> F:
+    """Mark a method as callable by messages (``call`` and ``send``).
+
+    Example::
+
+        class Echo(Service):
+            @expose
+            def echo(self, text):
+                return text
+    """
+    fn._skymesh_exposed = True  # type: ignore[attr-defined]
+    return fn
+
+
+class Service(ServiceCore):
+    """Base class of every service.
+
+    Override ``on_start(*args)`` (may be async; runs before any message),
+    ``on_stop()`` (may be async; runs when the service exits, is killed or
+    the node stops), and the notice hooks ``on_down(handle, reason)``,
+    ``on_system(event, data)``. Expose handlers with :func:`expose`.
+
+    Example::
+
+        class Counter(Service):
+            def on_start(self, start=0):
+                self.n = start
+
+            @expose
+            def incr(self, k=1):
+                self.n += k
+                return self.n
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        handlers: dict[str, tuple[Callable[..., Any], bool]] = {}
+        for klass in reversed(cls.__mro__):
+            for name, value in vars(klass).items():
+                if callable(value) and getattr(value, "_skymesh_exposed", False):
+                    handlers[name] = (value, inspect.iscoroutinefunction(value))
+                elif name in handlers:
+                    del handlers[name]  # overridden without @expose: no longer exposed
+        shadowed = sorted(set(handlers) & _RESERVED)
+        if shadowed:
+            raise TypeError(
+                f"{cls.__name__} exposes {', '.join(shadowed)}, which would hide the Service API"
+            )
+        cls._handlers = handlers
+
+    # -- lifecycle hooks (override) ---------------------------------------------------
+
+    def on_start(self, *args: Any) -> Any:
+        """Initialise the service; may be ``async``. Raising makes ``newservice`` fail."""
+
+    def on_stop(self) -> Any:
+        """Clean up when the service ends; may be ``async``."""
+
+    def on_down(self, handle: int, reason: str) -> Any:
+        """A service this one monitors has ended (``reason``: exit, kill, stop, noproc, ...)."""
+
+    def on_system(self, event: str, data: Any) -> Any:
+        """Any other SYSTEM notice (lock-lost, config, name-lost, ...)."""
+
+    # -- messaging ------------------------------------------------------------------------
+
+    def send(self, dest: Dest, method: str, *args: Any) -> None:
+        """Send a one-way message; never blocks, never raises for a missing destination.
+
+        A send to a service that does not exist is dropped and counted in the
+        node's stats (at-most-once delivery).
+        """
+        self._node._send(self.handle, dest, 0, SEND, (method, args))
+
+    async def call(self, dest: Dest, method: str, *args: Any, timeout: float | None = None) -> Any:
+        """Call ``method`` on ``dest`` and return its result.
+
+        Raises ``CallError`` (the handler raised or does not exist),
+        ``ServiceNotFound`` (no such destination, at once), ``ServiceExited``,
+        ``NodeDown``, ``CallTimeout`` (``timeout`` seconds, default the node's
+        ``call_timeout``; ``0`` waits for ever).
+        """
+        self._session = s = self._session + 1
+        node = self._node
+        node._send(self.handle, dest, s, CALL, (method, args))
+        t = node.call_timeout if timeout is None else timeout
+        if t > 0:
+            self._timers[s] = node._timer.add(t, self.handle, s, CALL_TIMEOUT)
+        return await Wait(s)
+
+    def fork(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` (plain or async) right after the current handler finishes or
+        suspends, before the next queued message."""
+        self._forks.append((fn, args))
+
+    async def sleep(self, seconds: float) -> None:
+        """Suspend this coroutine for ``seconds``; the service goes on with other messages."""
+        self._session = s = self._session + 1
+        self._timers[s] = self._node._timer.add(seconds, self.handle, s, None)
+        await Wait(s)
+
+    async def yield_(self) -> None:
+        """Let the other queued messages run, then continue (``skynet.yield``)."""
+        await self.sleep(0)
+
+    def timeout(self, seconds: float, fn: Callable[..., Any], *args: Any) -> int:
+        """Run ``fn(*args)`` (plain or async) after ``seconds``. Returns an id for
+        :meth:`cancel_timeout`."""
+        self._session = s = self._session + 1
+        self._callbacks[s] = (fn, args)
+        self._timers[s] = self._node._timer.add(seconds, self.handle, s, CALLBACK)
+        return s
+
+    def cancel_timeout(self, timer_id: int) -> bool:
+        """Cancel a pending :meth:`timeout`; False if it already ran."""
+        entry = self._timers.pop(timer_id, None)
+        if entry is not None:
+            self._node._timer.cancel(entry)
+        return self._callbacks.pop(timer_id, None) is not None
+
+    def now(self) -> float:
+        """Seconds since the node started (monotonic), skynet's ``skynet.now``."""
+        return time.monotonic() - self._node.started_at
+
+    # -- services ---------------------------------------------------------------------------
+
+    async def newservice(
+        self, cls: type[Service] | str, *args: Any, name: str | None = None
+    ) -> int:
+        """Start a service (a class or ``"module:Class"``) on this node; return its handle
+        once its ``on_start`` has finished. Raises ``ServiceStartError``."""
+        self._session = s = self._session + 1
+        self._node._spawn(cls, args, name, self.handle, s)
+        handle: int = await Wait(s)
+        return handle
+
+    async def uniqueservice(self, cls: type[Service] | str, *args: Any) -> int:
+        """The one instance of ``cls`` on this node, started on first use."""
+        self._session = s = self._session + 1
+        self._node._unique_service(cls, args, self.handle, s)
+        handle: int = await Wait(s)
+        return handle
+
+    def exit(self) -> NoReturn:
+        """End this service now: unwinds the running handler, closes its suspended
+        coroutines and fails every call waiting on it with ``ServiceExited``."""
+        raise ServiceExit
+
+    def kill(self, dest: Dest) -> None:
+        """End another service at its next message boundary (``exit`` for itself)."""
+        target = self._node._resolve_local(dest)
+        if target == self.handle:
+            self.exit()
+        self._node.kill(target)
+
+    def monitor(self, dest: Dest) -> None:
+        """Get ``on_down(handle, reason)`` when ``dest`` ends (at once if it does not exist)."""
+        self._node._monitor(self.handle, self._node._resolve_local(dest))
+
+    def demonitor(self, dest: Dest) -> None:
+        """Stop monitoring ``dest``."""
+        self._node._demonitor(self.handle, self._node._resolve_local(dest))
+
+    # -- names ------------------------------------------------------------------------------
+
+    async def register(self, name: str) -> None:
+        """Give this service ``name``: ``".x"`` node-local, ``"x"`` cluster-wide.
+        Raises ``NameTaken`` if another live service holds it."""
+        await self._node._register(self, name)
+
+    async def unregister(self, name: str) -> None:
+        """Drop a name this service holds."""
+        await self._node._unregister(self, name)
+
+    async def query(self, name: str, wait: float | None = None) -> int | None:
+        """The handle holding ``name``; with ``wait``, wait up to that many seconds for
+        it to appear. ``None`` if nobody holds it."""
+        found = self._node._lookup(name)
+        if found is not None or not wait:
+            return found
+        self._session = s = self._session + 1
+        self._node._wait_name(name, self.handle, s)
+        self._timers[s] = self._node._timer.add(wait, self.handle, s, CALL_TIMEOUT)
+        try:
+            handle: int = await Wait(s)
+        except CallTimeout:
+            return None
+        finally:
+            self._node._unwait_name(name, self.handle, s)
+        return handle
+
+    # -- coroutine tools --------------------------------------------------------------------
+
+    def critical(self) -> Critical:
+        """Serialize coroutines of this service (``skynet.queue``)::
+
+            async with self.critical():
+                balance = await self.call(bank, "get")
+                await self.call(bank, "set", balance + 1)
+        """
+        return Critical(self)
+
+    # -- logging and introspection ------------------------------------------------------------
+
+    def log(self, text: str, level: str = "info") -> None:
+        """Write one line to the node's ``.logger`` (time, node, handle, level, text)."""
+        self._node._log(self.handle, level, text)
+
+    def __repr__(self) -> str:
+        handle = getattr(self, "handle", 0)
+        return f"<{type(self).__name__} {format_handle(handle)}>"
+
+
+_RESERVED = frozenset(
+    name for name in vars(Service) if not name.startswith("_") and not name.startswith("on_")
+)
+
+
+class Critical:
+    """FIFO lock among one service's coroutines; re-entrant for the coroutine holding it."""
+
+    __slots__ = ("svc",)
+
+    def __init__(self, svc: Service) -> None:
+        self.svc = svc
+
+    async def __aenter__(self) -> None:
+        svc = self.svc
+        me = svc._current
+        if me is None:
+            raise RuntimeError("critical() is for async handlers")
+        if svc._crit_owner is None or svc._crit_owner is me:
+            svc._crit_owner = me
+            svc._crit_depth += 1
+            return
+        svc._session = s = svc._session + 1
+        svc._crit_waiters.append((s, me))
+        await Wait(s)  # ownership was handed to us by __aexit__
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        svc = self.svc
+        svc._crit_depth -= 1
+        if svc._crit_depth:
+            return
+        if svc._crit_waiters:
+            s, task = svc._crit_waiters.pop(0)
+            svc._crit_owner = task
+            svc._crit_depth = 1
+            svc._mailbox.push((svc.handle, s, REPLY, None))
+        else:
+            svc._crit_owner = None
+
+

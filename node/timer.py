@@ -1,0 +1,109 @@
+"""The timer thread: a heap of deadlines turned into messages.
+
+Entries are lists so the owner of a deadline can cancel it in O(1) by
+clearing its ``alive`` slot; the heap drops cancelled entries lazily and is
+compacted when they outnumber the live ones, so memory stays bounded under
+a steady stream of calls that are answered before their timeout.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+# Entry layout: [deadline, seq, handle, session, payload, alive]
+_DEADLINE, _SEQ, _HANDLE, _SESSION, _PAYLOAD, _ALIVE = range(6)
+TimerEntry = list[Any]
+
+# How often the thread looks at the global queue while idle (skynet's tick wake-up).
+TICK = 0.01
+
+
+class TimerThread:
+    """Turns deadlines into ``fire(handle, session, payload)`` calls on its own thread."""
+
+    def __init__(
+        self,
+        fire: Callable[[int, int, Any], None],
+        tick: Callable[[], None],
+        name: str = "skymesh-timer",
+    ) -> None:
+        self._fire = fire
+        self._tick = tick
+        self._heap: list[TimerEntry] = []
+        self._cond = threading.Condition(threading.Lock())
+        self._seq = itertools.count()
+        # Approximate (racy increments are fine): drives compaction only.
+        self.cancelled = 0
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self._name = name
+
+    def start(self) -> None:
+        """Start the timer thread."""
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop and join the timer thread; pending deadlines are dropped."""
+        with self._cond:
+            self._running = False
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(5.0)
+
+    def add(self, delay: float, handle: int, session: int, payload: Any) -> TimerEntry:
+        """Schedule ``fire(handle, session, payload)`` after ``delay`` seconds."""
+        deadline = time.monotonic() + delay
+        entry: TimerEntry = [deadline, next(self._seq), handle, session, payload, True]
+        with self._cond:
+            heap = self._heap
+            heapq.heappush(heap, entry)
+            if heap[0] is entry:
+                self._cond.notify()
+        return entry
+
+    def cancel(self, entry: TimerEntry) -> None:
+        """Cancel a scheduled entry; harmless if it already fired."""
+        if entry[_ALIVE]:
+            entry[_ALIVE] = False
+            self.cancelled += 1
+
+    def pending(self) -> int:
+        """Number of heap entries, cancelled ones included."""
+        return len(self._heap)
+
+    def _loop(self) -> None:
+        heap = self._heap
+        cond = self._cond
+        while True:
+            due: list[TimerEntry] = []
+            with cond:
+                if not self._running:
+                    return
+                now = time.monotonic()
+                while heap and heap[0][_DEADLINE] <= now:
+                    e = heapq.heappop(heap)
+                    if e[_ALIVE]:
+                        due.append(e)
+                    else:
+                        self.cancelled -= 1
+                if self.cancelled > 1024 and self.cancelled * 2 > len(heap):
+                    heap[:] = [e for e in heap if e[_ALIVE]]
+                    heapq.heapify(heap)
+                    self.cancelled = 0
+                if not due:
+                    wait = heap[0][_DEADLINE] - now if heap else TICK
+                    cond.wait(min(wait, TICK))
+            for e in due:
+                if e[_ALIVE]:
+                    e[_ALIVE] = False
+                    self._fire(e[_HANDLE], e[_SESSION], e[_PAYLOAD])
+            self._tick()

@@ -1,0 +1,128 @@
+"""harbor.wire: frames and publications round-trip; every FrameError reason is raised."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from harbor import wire
+from harbor.errors import FRAME_REASONS, FrameError, PayloadError
+
+MAX = 1 << 20
+
+
+def _frame(messages, *, src=(1, 11), dst=(2, 0)):
+    return wire.encode_frame(src[0], src[1], dst[0], dst[1], messages)
+
+
+def _reason(data: bytes, max_size: int = MAX) -> str:
+    with pytest.raises(FrameError) as info:
+        wire.decode_frame(data, max_size)
+    return info.value.reason
+
+
+def test_round_trip_keeps_fields_and_turns_payload_tuples_into_lists():
+    msgs = [
+        (2 << 32 | 5, 1 << 32 | 7, 42, 1, ("join", (1, "nick"))),
+        (2 << 32 | 6, 1 << 32 | 7, 0, 0, {1: b"\x00bin", "k": [1.5, None, True]}),
+        (2 << 32 | 6, 0, 2**40, 2, None),
+    ]
+    frame = wire.decode_frame(_frame(msgs, dst=(2, 22)), MAX)
+    assert frame == (wire.VERSION, 1, 11, 2, 22, frame.messages)
+    assert all(type(m) is tuple for m in frame.messages)
+    assert frame.messages[0] == (2 << 32 | 5, 1 << 32 | 7, 42, 1, ["join", [1, "nick"]])
+    assert frame.messages[1][4] == {1: b"\x00bin", "k": [1.5, None, True]}
+    assert frame.messages[2] == msgs[2]
+
+
+def test_join_frame_equals_encode_frame_for_every_batch_size_boundary():
+    for n in (0, 1, 15, 16, 65535, 65536):
+        msgs = [(1, 2, i, 0, None) for i in range(n)]
+        joined = wire.join_frame(1, 11, 2, 0, [wire.encode_message(m) for m in msgs])
+        whole = msgpack.packb([wire.VERSION, 1, 11, 2, 0, msgs], use_bin_type=True)
+        assert joined == whole
+        assert len(wire.decode_frame(joined, 1 << 24).messages) == n
+
+
+def test_decode_reasons():
+    good = _frame([(1, 2, 3, 0, "x" * 100)])
+    assert _reason(b"") == "truncated"
+    assert _reason(good[:-10]) == "truncated"
+    assert _reason(good + b"\x00") == "decode"  # extra bytes
+    assert _reason(b"\xc1") == "decode"  # a byte msgpack never uses
+    assert _reason(msgpack.packb("hello")) == "decode"
+    assert _reason(msgpack.packb([wire.VERSION, 1, 11, 2])) == "decode"
+    assert _reason(msgpack.packb([wire.VERSION, 1, 11, 2, 0, [[1, 2, 3]]])) == "decode"
+    assert _reason(msgpack.packb([wire.VERSION, 1, 11, 2, 0, [["a", 2, 3, 0, 0]]])) == "decode"
+    assert _reason(msgpack.packb([wire.VERSION, "1", 11, 2, 0, []])) == "decode"
+    assert _reason(b"\x91\xa2\xff\xfe") == "decode"  # invalid utf-8 in a str
+    assert _reason(msgpack.packb([wire.VERSION + 1, 1, 11, 2, 0, []])) == "version"
+    assert _reason(good, max_size=len(good) - 1) == "oversize"
+    assert wire.decode_frame(good, max_size=len(good)).messages[0][2] == 3
+
+
+def test_check_header_reasons():
+    frame = wire.decode_frame(_frame([(1, 2, 3, 0, None)], dst=(2, 22)), MAX)
+    wire.check_header(frame, 2, 22, {1: 11})
+    wire.check_header(wire.decode_frame(_frame([]), MAX), 2, 22, {1: 11})  # 0 = any
+    cases = [
+        ((2, 22, {}), "nonmember"),
+        ((2, 22, {1: 12}), "nonmember"),  # a stale incarnation of the sender
+        ((3, 22, {1: 11}), "misrouted"),
+        ((2, 23, {1: 11}), "stale-incarnation"),
+    ]
+    for (node, inc, members), reason in cases:
+        with pytest.raises(FrameError) as info:
+            wire.check_header(frame, node, inc, members)
+        assert info.value.reason == reason
+
+
+def test_every_reason_is_known():
+    assert {"decode", "truncated", "oversize", "version", "nonmember", "stale-incarnation"} <= (
+        FRAME_REASONS
+    )
+    with pytest.raises(AssertionError):
+        FrameError("nonsense")
+
+
+def test_encode_errors_are_payload_errors():
+    with pytest.raises(PayloadError) as info:
+        wire.encode_message((1, 2, 3, 0, object()))
+    assert info.value.reason == "encode"
+    with pytest.raises(PayloadError):
+        wire.encode_message((1, 2, 3, 0))
+    with pytest.raises(PayloadError):
+        wire.encode_message((1, 2, 3, 0, 2**70))
+    with pytest.raises(PayloadError):
+        wire.encode_publication(1, 11, 5, {1, 2})
+
+
+def test_publication_round_trip_and_heartbeat():
+    topic = wire.channel_topic("chat")
+    assert topic == b"chat\x00"
+    pub = wire.decode_publication(topic, wire.encode_publication(1, 11, 7, ("hi", 1)), MAX)
+    assert pub == ("chat", 1, 11, 7, ["hi", 1])
+    hb = wire.decode_publication(wire.HEARTBEAT_TOPIC, wire.encode_heartbeat(1, 11, 9), MAX)
+    assert hb == ("", 1, 11, 0, 9)
+
+
+def test_publication_errors():
+    body = wire.encode_publication(1, 11, 7, "x" * 50)
+    with pytest.raises(ValueError):
+        wire.channel_topic("")
+    with pytest.raises(ValueError):
+        wire.channel_topic("a\x00b")
+    bad = [
+        ((b"chat", body), "decode"),  # no NUL terminator
+        ((b"\xff\x00", body), "decode"),
+        ((b"chat\x00", body[:-3]), "truncated"),
+        ((b"chat\x00", msgpack.packb([wire.VERSION + 1, 1, 11, 7, None])), "version"),
+        ((b"chat\x00", msgpack.packb([wire.VERSION, 1, 11])), "decode"),
+    ]
+    for (topic, data), reason in bad:
+        with pytest.raises(FrameError) as info:
+            wire.decode_publication(topic, data, MAX)
+        assert info.value.reason == reason
+    with pytest.raises(FrameError) as info:
+        wire.decode_publication(b"chat\x00", body, 10)
+    assert info.value.reason == "oversize"
