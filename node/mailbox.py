@@ -1,10 +1,15 @@
 """A service's mailbox: skynet's message queue.
 
 Invariant: ``in_global`` is True exactly while the mailbox is in the global
-queue or being run by a worker. Only ``push`` sets it (under ``lock``) and
-only the worker that owns the mailbox clears it (under ``lock``, when it
-finds the queue empty), so a mailbox is in the global queue at most once and
-is never run by two workers.
+queue or being run by a worker, so a mailbox is in the global queue at most
+once and is never run by two workers. ``_claim`` (a non-blocking lock) is
+the test-and-set that turns it on; ``release`` turns it off.
+
+The push path takes no lock when the mailbox is already queued: a producer
+appends, then reads ``in_global``. If it reads True, the owning worker has
+not yet cleared the flag, and ``release`` re-checks the queue *after*
+clearing it, so it sees that message and re-queues the mailbox. (This relies
+on the GIL ordering each thread's bytecodes; CPython 3.11 has one.)
 """
 
 from __future__ import annotations
@@ -22,14 +27,14 @@ OVERLOAD_THRESHOLD = 1024
 class Mailbox:
     """A deque of messages plus the ``in_global`` flag."""
 
-    __slots__ = ("global_queue", "in_global", "lock", "overload", "queue", "service")
+    __slots__ = ("_claim", "global_queue", "in_global", "overload", "queue", "service")
 
     def __init__(self, service: Service, global_queue: deque[Mailbox]) -> None:
         self.service = service
         # Appended by any thread; popped only by the worker that owns the mailbox.
         self.queue: deque[tuple[int, int, int, Any]] = deque()
-        self.lock = threading.Lock()
-        # Owner: push (set) and the running worker (clear). Invariant: see module doc.
+        # Held exactly while in_global is True. Owner: whoever acquired it.
+        self._claim = threading.Lock()
         self.in_global = False
         # Owner: the running worker. Reported length doubles at each report (skynet's rule).
         self.overload = OVERLOAD_THRESHOLD
@@ -37,29 +42,35 @@ class Mailbox:
 
     def push(self, msg: tuple[int, int, int, Any]) -> bool:
         """Append ``msg``; return True when this push put the mailbox in the global queue."""
-        with self.lock:
-            self.queue.append(msg)
-            if self.in_global:
-                return False
-            self.in_global = True
+        self.queue.append(msg)
+        if self.in_global or not self._claim.acquire(False):
+            return False
+        self.in_global = True
         self.global_queue.append(self)
         return True
 
     def push_front(self, msgs: list[tuple[int, int, int, Any]]) -> bool:
-        """Put ``msgs`` before everything queued (kill notices, deferred messages)."""
-        with self.lock:
-            self.queue.extendleft(reversed(msgs))
-            if self.in_global:
-                return False
-            self.in_global = True
+        """Put ``msgs`` before everything queued (kill notices, deferred messages).
+
+        Only the owning worker pops, and it only pops from the left between
+        messages, so extending on the left cannot reorder what it is running.
+        """
+        self.queue.extendleft(reversed(msgs))
+        if self.in_global or not self._claim.acquire(False):
+            return False
+        self.in_global = True
         self.global_queue.append(self)
         return True
 
     def release(self) -> None:
         """Called by the owning worker after a batch: requeue at the tail or clear the flag."""
-        with self.lock:
-            if not self.queue:
-                self.in_global = False
-                self.overload = OVERLOAD_THRESHOLD
-                return
-        self.global_queue.append(self)
+        if self.queue:
+            self.global_queue.append(self)  # still ours: in_global stays True
+            return
+        self.overload = OVERLOAD_THRESHOLD
+        self.in_global = False
+        self._claim.release()
+        # A producer that read in_global == True before we cleared it did not queue us.
+        if self.queue and self._claim.acquire(False):
+            self.in_global = True
+            self.global_queue.append(self)
