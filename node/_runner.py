@@ -88,11 +88,13 @@ class ServiceCore:
     handle: int
     _node: Node
     _mailbox: Mailbox
+    _services: dict[int, Any]
 
     def _bind(self, node: Node, handle: int, mailbox: Mailbox) -> None:
         self.handle = handle
         self._node = node
         self._mailbox = mailbox
+        self._services = node._services  # shared, read-only here: the send fast path
         self._state = STARTING
         self._session = 0
         self._suspended: dict[int, Task] = {}  # session -> coroutine waiting on it

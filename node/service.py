@@ -102,7 +102,11 @@ class Service(ServiceCore):
         A send to a service that does not exist is dropped and counted in the
         node's stats (at-most-once delivery).
         """
-        self._node._send(self.handle, dest, 0, SEND, (method, args))
+        svc = self._services.get(dest)  # the local-handle fast path
+        if svc is not None:
+            svc._mailbox.push((self.handle, 0, SEND, (method, args)))
+        else:
+            self._node._send(self.handle, dest, 0, SEND, (method, args))
 
     async def call(self, dest: Dest, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call ``method`` on ``dest`` and return its result.
@@ -114,7 +118,11 @@ class Service(ServiceCore):
         """
         self._session = s = self._session + 1
         node = self._node
-        node._send(self.handle, dest, s, CALL, (method, args))
+        svc = self._services.get(dest)
+        if svc is not None:
+            svc._mailbox.push((self.handle, s, CALL, (method, args)))
+        else:
+            node._send(self.handle, dest, s, CALL, (method, args))
         t = node.call_timeout if timeout is None else timeout
         if t > 0:
             self._timers[s] = node._timer.add(t, self.handle, s, CALL_TIMEOUT)
