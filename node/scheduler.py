@@ -12,8 +12,8 @@ sending worker is running and will reach that mailbox.
 from __future__ import annotations
 
 import threading
-from time import perf_counter
 from collections import deque
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:

@@ -62,7 +62,9 @@ def test_stress_exclusive_and_ordered(workers: int, tmp_path) -> None:
         n = 500
         done: list = []
         threads = [
-            threading.Thread(target=lambda s=s, i=i: done.append(node.call(s, "blast", sinks, n, i)))
+            threading.Thread(
+                target=lambda s=s, i=i: done.append(node.call(s, "blast", sinks, n, i))
+            )
             for i, s in enumerate(sources)
         ]
         for t in threads:
