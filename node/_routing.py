@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from collections import Counter
     from collections.abc import Callable
 
+    from coord.api import Coordinator
+
     from .scheduler import Scheduler
     from .service import Service
 
@@ -90,6 +92,7 @@ class Routing:
     _scheduler: Scheduler
     _logger: int
     _running: bool
+    coord: Coordinator
 
     def _init_routing(self) -> None:
         self._local_names: dict[str, int] = {}
@@ -158,9 +161,10 @@ class Routing:
                 raise ServiceNotFound(f"no service named {dest!r}")
             return found
         if isinstance(dest, Group):
-            if strict:
-                raise ServiceNotFound(f"group {dest.name!r} has no members on a standalone node")
-            return None
+            member = self.coord.pick(dest.name, dest.key)
+            if member is None and strict:
+                raise ServiceNotFound(f"group {dest.name!r} has no members")
+            return member
         raise TypeError(f"not a destination: {dest!r}")
 
     def _resolve_local(self, dest: Any) -> int:
@@ -173,11 +177,15 @@ class Routing:
     # -- names -------------------------------------------------------------------------------
 
     def _lookup(self, name: str) -> int | None:
-        return self._local_names.get(name)
+        if name.startswith("."):
+            return self._local_names.get(name)
+        return self.coord.query_name(name)
 
     def _register_now(self, svc: Service, name: str) -> None:
         from coord.errors import NameTaken
 
+        if not name.startswith("."):
+            raise ValueError(f"name= at spawn takes a local '.name'; use register() for {name!r}")
         with self._lock:
             holder = self._local_names.get(name)
             if holder is not None and holder != svc.handle and holder in self._services:
@@ -189,9 +197,15 @@ class Routing:
             self._reply(svc.handle, handle, session, REPLY, svc.handle)
 
     async def _register(self, svc: Service, name: str) -> None:
-        self._register_now(svc, name)
+        if name.startswith("."):
+            self._register_now(svc, name)
+        else:
+            await self._register_global(svc, name)  # type: ignore[attr-defined]
 
     async def _unregister(self, svc: Service, name: str) -> None:
+        if not name.startswith("."):
+            await self._unregister_global(svc, name)  # type: ignore[attr-defined]
+            return
         with self._lock:
             if self._local_names.get(name) == svc.handle:
                 del self._local_names[name]

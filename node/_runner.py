@@ -88,7 +88,7 @@ class ServiceCore:
     handle: int
     _node: Node
     _mailbox: Mailbox
-    _services: dict[int, Any]
+    _services: dict[Any, Any]  # keyed by int handles; probed with any Dest
 
     def _bind(self, node: Node, handle: int, mailbox: Mailbox) -> None:
         self.handle = handle

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from . import _routing
+from . import _cluster, _routing
 from ._runner import STATE_NAMES
 from .address import format_handle, make_handle
 from .errors import CallTimeout, Interrupted
@@ -28,6 +28,8 @@ from .timer import TimerThread
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from types import TracebackType
+
+    from coord.api import Coordinator
 
     from .address import Dest
     from .config import NodeConfig
@@ -50,7 +52,7 @@ class _Box:
         self.event.set()
 
 
-class Node(_routing.Routing):
+class Node(_routing.Routing, _cluster.Cluster):
     """A running node. Use as a context manager, or call :meth:`stop`.
 
     Example::
@@ -70,7 +72,14 @@ class Node(_routing.Routing):
         log_file: str | None = None,
         log_level: str = "info",
         profile: bool = True,
+        cluster: str = "standalone",
+        zk_hosts: str | None = None,
+        redis_url: str | None = None,
+        session_timeout: float = 10.0,
+        coordinator: Coordinator | None = None,
     ) -> None:
+        import coord
+
         self.node_id = node_id
         self.incarnation = time.time_ns()
         self.call_timeout = call_timeout
@@ -89,6 +98,10 @@ class Node(_routing.Routing):
         self._log_file = log_file
         self._log_level = log_level
         self._init_routing()
+        self._init_cluster(
+            coordinator or coord.connect(zk_hosts, redis_url, cluster, session_timeout)
+        )
+        self._requested_id: int | None = node_id
         self._scheduler = Scheduler(workers, self._on_stray, self._on_overload, profile=profile)
         self._worker_threads: set[threading.Thread] = set()
         self._timer = TimerThread(self._fire_timer, self._scheduler.wake_if_idle_work)
@@ -116,8 +129,12 @@ class Node(_routing.Routing):
 
         cfg = source if isinstance(source, NodeConfig) else load_config(source)
         node = cls(
-            node_id=cfg.node_id or 1,
+            node_id=cfg.node_id or 0,
             workers=cfg.workers,
+            cluster=cfg.cluster,
+            zk_hosts=cfg.zk_hosts,
+            redis_url=cfg.redis_url,
+            session_timeout=cfg.session_timeout,
             call_timeout=cfg.call_timeout,
             monitor_threshold=cfg.monitor_threshold,
             log_file=cfg.log_file,
@@ -134,9 +151,18 @@ class Node(_routing.Routing):
 
     def start(self) -> None:
         """Start the threads and the built-in services."""
+        import os
+        import socket
+
         from .launcher import Launcher
         from .logger import Logger
 
+        info = self.coord.start(
+            self._requested_id or None, socket.gethostname(), os.getpid(), self._endpoints()
+        )
+        self.node_id = info.node_id
+        self.incarnation = info.incarnation
+        self._ext_handle = make_handle(self.node_id, 0)
         self._running = True
         self._scheduler.start()
         self._worker_threads = {w.thread for w in self._scheduler.workers if w.thread}
@@ -168,10 +194,15 @@ class Node(_routing.Routing):
         others = [h for h in list(self._services) if h != self._logger]
         self._stop_services(others, deadline)
         self._stop_services([self._logger], deadline)
+        self.coord.stop()
         self._running = False
         self._monitor_thread.stop()
         self._timer.stop()
         self._scheduler.stop()
+
+    def _endpoints(self) -> dict[str, str]:
+        """Addresses this node advertises in membership (the harbor adds its sockets)."""
+        return {}
 
     def _stop_services(self, handles: list[int], deadline: float) -> None:
         for h in handles:
@@ -332,6 +363,7 @@ class Node(_routing.Routing):
             self._services.pop(h, None)
             watchers = self._forget(h)
             self._retired.notify_all()
+        self._forget_global(h)
         for watcher in watchers:
             self._push_ext(watcher, (h, 0, SYSTEM, ("down", (h, reason))))
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from ._cluster import Lock
 from ._runner import CALLBACK, ServiceCore, ServiceExit
 from ._traps import Wait
 from .address import format_handle
@@ -91,8 +92,22 @@ class Service(ServiceCore):
     def on_down(self, handle: int, reason: str) -> Any:
         """A service this one monitors has ended (``reason``: exit, kill, stop, noproc, ...)."""
 
+    def on_lock_lost(self, key: str, fence: int) -> Any:
+        """A cluster lock this service held was lost (lease expired, Redis or session gone)."""
+        self.log(f"lock {key!r} (fence {fence}) lost", level="warning")
+
+    def on_config(self, key: str, value: Any) -> Any:
+        """A config key this service read with :meth:`config` changed."""
+
+    def on_name_lost(self, name: str) -> Any:
+        """A global name this service held was taken by another node after a session loss."""
+        self.log(f"global name {name!r} lost", level="warning")
+
+    def on_member(self, event: str, node_id: int) -> Any:
+        """A node joined or left (``event`` "join"/"leave"), after :meth:`watch_members`."""
+
     def on_system(self, event: str, data: Any) -> Any:
-        """Any other SYSTEM notice (lock-lost, config, name-lost, ...)."""
+        """Any other SYSTEM notice."""
 
     # -- messaging ------------------------------------------------------------------------
 
@@ -218,6 +233,8 @@ class Service(ServiceCore):
         found = self._node._lookup(name)
         if found is not None or not wait:
             return found
+        if not name.startswith("."):
+            return await self._node._wait_global(self, name, wait)
         self._session = s = self._session + 1
         self._node._wait_name(name, self.handle, s)
         self._timers[s] = self._node._timer.add(wait, self.handle, s, CALL_TIMEOUT)
@@ -228,6 +245,44 @@ class Service(ServiceCore):
         finally:
             self._node._unwait_name(name, self.handle, s)
         return handle
+
+    async def join_group(self, name: str) -> None:
+        """Join service group ``name``; ``group(name, key=k)`` then may pick this service."""
+        await self._node._join_group(self, name)
+
+    async def leave_group(self, name: str) -> None:
+        """Leave service group ``name``."""
+        await self._node._leave_group(self, name)
+
+    # -- cluster: config, membership, locks ----------------------------------------------------
+
+    def config(self, key: str, default: Any = None) -> Any:
+        """The cluster config value of ``key`` (JSON), from a watched cache.
+
+        From now on the service gets ``on_config(key, value)`` when it changes.
+        """
+        return self._node._config(self, key, default)
+
+    async def set_config(self, key: str, value: Any) -> None:
+        """Store a JSON value under config ``key``; watchers everywhere are told."""
+        await self._node._coord_op(self, self._node.coord.config_set, key, value)
+
+    def watch_members(self) -> dict[int, Any]:
+        """The live nodes now; later joins and leaves arrive as ``on_member(event, node_id)``."""
+        return self._node._watch_members(self)
+
+    def lock(
+        self, key: str, ttl: float = 10.0, wait: float | None = None, backend: str = "redis"
+    ) -> Lock:
+        """A cluster-wide lock (``backend="redis"`` or ``"zk"``)::
+
+            async with self.lock(f"nick:{nick}", ttl=5, wait=2) as held:
+                await self.call(store, "write", nick, fence=held.fence)
+
+        Raises ``LockTimeout`` when not acquired within ``wait`` seconds
+        (``None``: wait for ever). Loss while held: ``on_lock_lost(key, fence)``.
+        """
+        return Lock(self, key, ttl, wait, backend)
 
     # -- coroutine tools --------------------------------------------------------------------
 
