@@ -9,6 +9,7 @@ so no worker thread ever blocks on coordination.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from coord.api import Coordinator
 
     from .service import Service
+
+
+UNIQUE_PREFIX = "@unique:"
 
 
 def _error(exc: BaseException) -> tuple[int, str, str, str]:
@@ -70,6 +74,9 @@ class Cluster:
         self._global_holders: set[int] = set()  # handles with global names or groups
         self.master_epoch = 0
         self.master_id: int | None = None
+        self._hosting_unique = False  # True while this node is master
+        self._hosted_unique: dict[str, int] = {}  # unique key -> handle hosted here
+        self._starting_unique: set[str] = set()
         coordinator.add_listener(_Listener(self))
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -168,8 +175,76 @@ class Cluster:
         """Hook for the harbor: peers come and go with membership."""
 
     def _master_changed(self, is_master: bool, epoch: int, master_id: int | None) -> None:
+        was = self._hosting_unique
         self.master_epoch = epoch
         self.master_id = master_id
+        self._hosting_unique = is_master
+        if is_master and not was:
+            # A new term: host every cluster-unique service ever asked for.
+            for key, spec in self.coord.config_list().items():
+                if key.startswith(UNIQUE_PREFIX) and isinstance(spec, dict):
+                    self._host_unique(key, spec.get("cls", ""), tuple(spec.get("args", ())))
+        elif was and not is_master:
+            # Stepped down (suspended or lost): stop acting at once.
+            with self._lock:
+                hosted = list(self._hosted_unique.values())
+                self._hosted_unique.clear()
+            for handle in hosted:
+                self.kill(handle)  # type: ignore[attr-defined]
+
+    # -- cluster-unique services ------------------------------------------------------------------
+
+    async def _cluster_unique(self, svc: Service, path: str, args: tuple[Any, ...]) -> int:
+        key = UNIQUE_PREFIX + path
+        found = self.coord.query_name(key)
+        if found is not None:
+            return found
+        if self.coord.config_get(key) is None:
+            await self._coord_op(svc, self.coord.config_set, key, {"cls": path, "args": list(args)})
+        if self._hosting_unique:
+            self._host_unique(key, path, args)
+        wait = max(self.call_timeout, 1.0)  # type: ignore[attr-defined]
+        handle: int = await self._coord_op(svc, self.coord.wait_name, key, wait)
+        return handle
+
+    def _host_unique(self, key: str, path: str, args: tuple[Any, ...]) -> None:
+        """Start the cluster-unique service ``path`` here (the master) and name it."""
+        with self._lock:
+            if key in self._hosted_unique or key in self._starting_unique:
+                return
+            self._starting_unique.add(key)
+
+        def started(kind: int, payload: Any) -> None:
+            with self._lock:
+                self._starting_unique.discard(key)
+            if kind != REPLY:
+                self._log(0, "error", f"cluster-unique {path} failed to start: {payload[2]}")  # type: ignore[attr-defined]
+                return
+            handle = int(payload)
+            with self._lock:
+                self._hosted_unique[key] = handle
+                self._global_holders.add(handle)
+            self.coord.submit(self._claim_name, key, handle, callback=claimed)
+
+        def claimed(result: Any, exc: BaseException | None) -> None:
+            if exc is not None:
+                self._log(0, "error", f"cluster-unique {path} not named: {exc}")  # type: ignore[attr-defined]
+
+        s = self._new_ext_session(started)  # type: ignore[attr-defined]
+        self._spawn(path, args, None, self._ext_handle, s)  # type: ignore[attr-defined]
+
+    def _claim_name(self, key: str, handle: int) -> None:
+        """On a coord thread: register ``key``; the old master's name may linger until its
+        session ends, so retry while this node is still master."""
+        from coord.errors import NameTaken
+
+        deadline = time.monotonic() + 60
+        while self._hosting_unique and time.monotonic() < deadline:
+            try:
+                self.coord.register_name(key, handle)
+                return
+            except NameTaken:
+                time.sleep(0.1)
 
     # -- locks ----------------------------------------------------------------------------------
 

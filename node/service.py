@@ -189,8 +189,18 @@ class Service(ServiceCore):
         handle: int = await Wait(s)
         return handle
 
-    async def uniqueservice(self, cls: type[Service] | str, *args: Any) -> int:
-        """The one instance of ``cls`` on this node, started on first use."""
+    async def uniqueservice(
+        self, cls: type[Service] | str, *args: Any, cluster: bool = False
+    ) -> int:
+        """The one instance of ``cls`` on this node, started on first use.
+
+        With ``cluster=True``: the one instance in the whole cluster, hosted
+        by the master and started again on the new master after a failover
+        (pass ``"module:Class"`` or an importable class).
+        """
+        if cluster:
+            path = cls if isinstance(cls, str) else f"{cls.__module__}:{cls.__qualname__}"
+            return await self._node._cluster_unique(self, path, args)
         self._session = s = self._session + 1
         self._node._unique_service(cls, args, self.handle, s)
         handle: int = await Wait(s)

@@ -56,6 +56,10 @@ class Member(Service):
         self.events.append(("config", key, value))
 
     @expose
+    async def unique(self, path):
+        return await self.uniqueservice(path, cluster=True)
+
+    @expose
     def get_events(self):
         return list(self.events)
 
@@ -172,3 +176,17 @@ def lock_wait_timeout_and_killed_waiter(node: Node, prefix: str, backend: str) -
     node.kill(doomed)
     t.join(10)
     assert node.call(other, "try_hold", f"{prefix}t", 10, backend) == "acquired"
+
+
+def cluster_unique_service(node: Node, prefix: str) -> None:
+    callers = [node.newservice(Member) for _ in range(3)]
+    out: list = []
+    threads = [threading.Thread(target=lambda c=c: out.append(
+        node.call(c, "unique", "tests.coord_scenarios:Member"))) for c in callers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(out) == 3
+    assert len(set(out)) == 1
+    assert node.call(out[0], "whoami") == out[0]

@@ -55,3 +55,7 @@ def test_locks_serialize_with_fences(znode: Node, backend: str) -> None:
 @pytest.mark.parametrize("backend", ["redis", "zk"])
 def test_lock_wait_timeout_and_killed_waiter(znode: Node, backend: str) -> None:
     sc.lock_wait_timeout_and_killed_waiter(znode, "", backend)
+
+
+def test_cluster_unique_service(znode: Node) -> None:
+    sc.cluster_unique_service(znode, "")

@@ -32,3 +32,7 @@ def test_locks_serialize_with_fences(node: Node, backend: str) -> None:
 
 def test_lock_wait_timeout_and_killed_waiter(node: Node) -> None:
     sc.lock_wait_timeout_and_killed_waiter(node, "", "redis")
+
+
+def test_cluster_unique_service(node: Node) -> None:
+    sc.cluster_unique_service(node, "")
