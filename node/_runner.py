@@ -151,7 +151,7 @@ class ServiceCore:
         elif kind == SYSTEM:
             self._system(source, session, payload)
         elif kind == SOCKET:
-            self._node._count_drop("socket-no-handler")
+            self._socket_event(session, payload)
         if self._forks:
             self._run_forks()
 
@@ -275,6 +275,10 @@ class ServiceCore:
         while forks and self._state < EXITED:
             fn, args = forks.pop(0)
             self._run_callable(fn, args, getattr(fn, "__name__", "fork"))
+
+    def _socket_event(self, session: int, payload: Any) -> None:
+        """A SOCKET message; the socket API (node/_socket_api.py) overrides this."""
+        self._node._count_drop("socket-no-handler")
 
     # -- system events --------------------------------------------------------------
 

@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--node-id", help="node id or 'auto'")
     n.add_argument("--service", nargs="+", action="append", metavar="ARG",
                    help="start 'module:Class' with optional JSON-or-string args; repeatable")
+    from . import cli_ops
+
+    cli_ops.add_commands(sub)
     return p
 
 
@@ -49,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "node":
         return _run_node(args)
+    if args.command is not None:
+        from . import cli_ops
+
+        return cli_ops.run(args)
     _parser().print_help()
     return 0
 

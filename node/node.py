@@ -109,6 +109,13 @@ class Node(_routing.Routing, _cluster.Cluster):
             self._scheduler.workers, self._report_stuck, monitor_threshold
         )
         self._running = False
+        # Extra threads owned by the node (socket thread, harbor, console), stopped
+        # in reverse order after every service has stopped.
+        self._components: list[Any] = []
+
+    def add_component(self, component: Any) -> None:
+        """Register an object whose ``stop()`` the node calls after its services stopped."""
+        self._components.append(component)
 
     # -- construction ------------------------------------------------------------------
 
@@ -196,6 +203,8 @@ class Node(_routing.Routing, _cluster.Cluster):
         self._stop_services([self._logger], deadline)
         self.coord.stop()
         self._running = False
+        for component in reversed(self._components):
+            component.stop()
         self._monitor_thread.stop()
         self._timer.stop()
         self._scheduler.stop()
