@@ -8,7 +8,15 @@ import time
 import pytest
 
 import harbor
-from harbor import InprocHub, InprocTransport, PayloadError, PeerInfo, PeerUnknown, Transport
+from harbor import (
+    InprocHub,
+    InprocTransport,
+    PayloadError,
+    PeerDown,
+    PeerInfo,
+    PeerUnknown,
+    Transport,
+)
 
 
 class Rec:
@@ -83,10 +91,12 @@ def test_pubsub_and_kill(pair):
     until(lambda: b.pubs == [("chat", 1, 7, [1])])
     hub.kill(2)
     until(lambda: a.downs == [(2, 22, "disconnected")])
+    with pytest.raises(PeerDown):
+        a.t.send(2, (1, 2, 3, 0, None))
     a.t.set_peers({})
     time.sleep(0.05)
     assert a.downs == [(2, 22, "disconnected")]  # once per incarnation
-    assert not [t for t in threading.enumerate() if t.name == "harbor-inproc-2"]
+    assert not [t for t in threading.enumerate() if t.name == "skymesh-harbor-inproc-2"]
 
 
 def test_exports_are_exactly_the_public_names():

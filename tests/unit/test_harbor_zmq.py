@@ -10,13 +10,22 @@ import msgpack
 import pytest
 import zmq
 
-from harbor import PayloadError, PeerInfo, PeerUnknown, TransportClosed, ZmqTransport, wire
+from harbor import (
+    PayloadError,
+    PeerDown,
+    PeerInfo,
+    PeerUnknown,
+    TransportClosed,
+    ZmqTransport,
+    wire,
+)
 
 
 class Peer:
     """A transport plus recorders for everything it hands to the node."""
 
-    def __init__(self, node_id: int, incarnation: int, **kw) -> None:
+    def __init__(self, node_id: int, incarnation: int, slow: float = 0.0, **kw) -> None:
+        self.slow = slow  # seconds each deliver call takes
         self.cond = threading.Condition()
         self.msgs: list[tuple] = []  # (src_node, src_inc, message)
         self.pubs: list[tuple] = []
@@ -27,6 +36,7 @@ class Peer:
         )
 
     def _deliver(self, src, inc, msgs):
+        time.sleep(self.slow)
         with self.cond:
             self.msgs.extend((src, inc, m) for m in msgs)
             self.cond.notify_all()
@@ -226,6 +236,10 @@ def test_peer_left_replaced_and_silent(make):
     time.sleep(0.5)
     assert a.downs == [(2, 201, "replaced"), (2, 299, "left"), (3, 301, "silent")]
     assert a.t.stats()["peers_down"] == 3
+    with pytest.raises(PeerDown):  # reported down: refused, until membership changes it
+        a.t.send(3, (1, 2, 3, 0, None))
+    a.t.set_peers({3: PeerInfo(302, "tcp://127.0.0.1:9", "tcp://127.0.0.1:9")})
+    a.t.send(3, (1, 2, 3, 0, None))  # the new incarnation is alive until shown otherwise
 
 
 def test_stop_leaves_no_thread_and_is_idempotent(make):
@@ -234,10 +248,52 @@ def test_stop_leaves_no_thread_and_is_idempotent(make):
     mesh(a, b)
     a.t.send(2, (1, 2, 3, 0, None))
     assert b.wait(lambda: len(b.msgs) == 1)
-    assert {"harbor-1", "harbor-2"} <= {t.name for t in threading.enumerate()}
+    assert {"skymesh-harbor-1", "skymesh-harbor-2"} <= {t.name for t in threading.enumerate()}
     for p in (a, b):
         p.t.stop()
         p.t.stop()
     assert {t.name for t in threading.enumerate()} <= before
     with pytest.raises(TransportClosed):
         a.t.start()
+
+
+def test_slow_deliver_does_not_starve_heartbeats(make):
+    # Each deliver call takes 0.15 s and ~10 frames queue up: 1.5 s of work, three peer
+    # timeouts. Turns are time-bounded, so heartbeats keep flowing both ways.
+    a = make(1, peer_timeout=0.5)
+    b = make(2, peer_timeout=0.5, slow=0.15)
+    mesh(a, b)
+    assert a.wait(lambda: a.t.stats()["heartbeats_in"] > 0)
+    assert b.wait(lambda: b.t.stats()["heartbeats_in"] > 0)
+    for burst in range(10):
+        for i in range(100):
+            a.t.send(2, (1, 2, burst * 100 + i, 0, None))
+        time.sleep(0.02)
+    assert b.wait(lambda: b.t.stats()["msgs_in"] == 1000)
+    assert b.t.stats()["frames_in"] >= 5
+    assert a.downs == []
+    assert b.downs == []
+
+
+def test_a_raising_callback_is_counted_not_fatal(make):
+    a = make(1)
+    calls = []
+
+    def deliver(src, inc, msgs):
+        calls.append(msgs)
+        if len(calls) == 1:
+            raise RuntimeError("node bug")
+
+    c = Peer(4, 401)
+    c.t = ZmqTransport(4, 401, deliver, c._pub, c._down, log=c.logs.append)
+    c.t.start()
+    try:
+        mesh(a, c)
+        a.t.send(4, (1, 2, 1, 0, "first"))
+        assert c.wait(lambda: c.t.stats()["drop_callback"] == 1)
+        a.t.send(4, (1, 2, 2, 0, "second"))
+        assert c.wait(lambda: len(calls) == 2)
+        assert calls[1][0][4] == "second"
+        assert any("node bug" in line for line in c.logs)
+    finally:
+        c.t.stop()

@@ -1,0 +1,417 @@
+"""The harbor I/O thread: the only code that touches ZeroMQ sockets after ``start()``.
+
+One turn: poll; apply control commands (peer set, subscriptions,
+publications); read frames from PULL and publications/heartbeats from SUB;
+read socket-monitor events; pack every queued outgoing message into one frame
+per (peer, run of equal destination incarnation) and send; publish a
+heartbeat when due; report silent peers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, Final
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from harbor._droplog import DropLog
+from harbor._shared import Peer, Shared
+from harbor.errors import FrameError
+from harbor.transport import DeliverFn, DeliverPubFn, PeerDownFn, PeerInfo
+from harbor.wire import (
+    FRAME_OVERHEAD,
+    HEARTBEAT_TOPIC,
+    check_header,
+    decode_frame,
+    decode_publication,
+    encode_heartbeat,
+    join_frame,
+)
+
+# A turn stops reading PULL after this many frames or this long, so heartbeats go out and
+# come in on time however much traffic (or however slow a deliver callback) there is.
+PULL_PER_TURN: Final = 256
+TURN_BUDGET: Final = 0.02  # seconds
+# Frames are packed up to this size (or max_frame if smaller): big enough to amortize the
+# per-frame cost, small enough that decoding one never holds the receiver's turn for long.
+BATCH_BYTES: Final = 256 * 1024
+SUB_PER_TURN: Final = 4096  # publications read per turn; silence is judged only when SUB is drained
+MONITOR_EVENTS: Final = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
+SNDHWM: Final = 256  # frames queued in ZeroMQ per peer before frames wait in our backlog
+
+
+class IoLoop:
+    """Runs in the harbor thread; owns every socket it is given. Fields are I/O-thread owned."""
+
+    def __init__(
+        self,
+        shared: Shared,
+        *,
+        node_id: int,
+        incarnation: int,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        sockets: tuple[zmq.Socket[bytes], zmq.Socket[bytes], zmq.Socket[bytes], zmq.Socket[bytes]],
+        callbacks: tuple[DeliverFn, DeliverPubFn, PeerDownFn],
+        droplog: DropLog,
+        max_frame: int,
+        timing: tuple[float, float, float],
+    ) -> None:
+        # Immutable after __init__: identity, sockets, callbacks, limits.
+        self.shared = shared
+        self.node_id = node_id
+        self.incarnation = incarnation
+        self.ctx = ctx
+        self.pull, self.pub, self.sub, self.wake_rx = sockets
+        self.deliver, self.deliver_pub, self.on_peer_down = callbacks
+        self.drops = droplog
+        self.counts = droplog.counts
+        self.max_frame = max_frame
+        self.hb_interval, self.peer_timeout, self.join_grace = timing
+        # Mutable, all owned by the I/O thread (only it reads or writes them).
+        # Invariant: members, by_monitor, by_push and by_pub_endpoint index exactly the
+        # peers in self.peers (and their open sockets).
+        self.peers: dict[int, Peer] = {}  # node id -> peer, as last applied from set_peers
+        self.members: dict[int, int] = {}  # node id -> incarnation
+        self.by_monitor: dict[zmq.Socket[bytes], Peer] = {}  # PUSH monitor socket -> peer
+        self.by_push: dict[zmq.Socket[bytes], Peer] = {}  # PUSH socket -> peer
+        self.by_pub_endpoint: dict[str, Peer] = {}  # SUB-connected endpoint -> peer
+        self.topics: set[bytes] = set()  # channel topics the SUB socket is subscribed to
+        self.hb_seq = 0  # sequence number of the last heartbeat published
+        self.next_hb = 0.0  # monotonic time the next heartbeat is due
+        self.sub_mon = self.sub.get_monitor_socket(MONITOR_EVENTS)
+        self.poller = zmq.Poller()
+        for s in (self.wake_rx, self.pull, self.sub, self.sub_mon):
+            self.poller.register(s, zmq.POLLIN)
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Turn until stop() is asked, then close every socket and the context."""
+        try:
+            while not self.shared.stopping:
+                self.turn()
+        finally:
+            self.close()
+
+    def turn(self) -> None:
+        """One turn of the loop (see the module docstring)."""
+        sh = self.shared
+        now = time.monotonic()
+        timeout = max(0, min(100, int((self.next_hb - now) * 1000) + 1))
+        sh.idle = True  # before looking at the deques: see Shared.idle
+        if sh.out or sh.ctl or sh.stopping:
+            timeout = 0
+        events = dict(self.poller.poll(timeout))
+        sh.idle = False
+        if self.wake_rx in events:
+            while self._recv(self.wake_rx) is not None:
+                pass
+        # Snapshot the send queue *before* applying control commands: a message in it was
+        # queued after set_peers published its peer, so that peer is applied below.
+        n_out = len(sh.out)
+        while sh.ctl:
+            self.control(sh.ctl.popleft())
+        if self.pull in events:
+            budget_end = time.monotonic() + TURN_BUDGET
+            for _ in range(PULL_PER_TURN):
+                data = self._recv(self.pull)
+                if data is None:
+                    break
+                self.on_frame(data)
+                if time.monotonic() > budget_end:
+                    break  # the rest is read next turn: poll reports PULL readable at once
+        if self.sub in events:
+            self.read_sub()
+        for sock in events:
+            if sock is self.sub_mon or sock in self.by_monitor:
+                self.read_monitor(sock)
+            elif sock in self.by_push:
+                self.flush_peer(self.by_push[sock])
+        self.flush_out(n_out)
+        now = time.monotonic()
+        if now >= self.next_hb:
+            self.heartbeat(now)
+            # Judge silence only on a drained SUB: a heartbeat may be waiting in it.
+            if self.read_sub():
+                self.check_silence(time.monotonic())
+
+    @staticmethod
+    def _recv(sock: zmq.Socket[bytes]) -> bytes | None:
+        try:
+            return sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+
+    # -- control ------------------------------------------------------------------------
+
+    def control(self, cmd: tuple[Any, ...]) -> None:
+        """Apply one command queued by a caller thread."""
+        op = cmd[0]
+        if op == "pub":
+            self.pub.send_multipart([cmd[1], cmd[2]], zmq.NOBLOCK)  # PUB drops at HWM
+            self.counts["pubs_out"] += 1
+        elif op == "peers":
+            self.apply_peers(cmd[1])
+        elif op == "sub" and cmd[1] not in self.topics:
+            self.topics.add(cmd[1])
+            self.sub.setsockopt(zmq.SUBSCRIBE, cmd[1])
+        elif op == "unsub" and cmd[1] in self.topics:
+            self.topics.discard(cmd[1])
+            self.sub.setsockopt(zmq.UNSUBSCRIBE, cmd[1])
+
+    def apply_peers(self, new: dict[int, PeerInfo]) -> None:
+        """Make the peer set ``new``: drop gone peers, reconnect replaced ones, add new ones."""
+        for node_id, peer in list(self.peers.items()):
+            info = new.get(node_id)
+            if info is None:
+                self.remove_peer(peer, "left")
+            elif info != peer.info:
+                replaced = info.incarnation != peer.info.incarnation
+                self.remove_peer(peer, "replaced" if replaced else "")
+        now = time.monotonic()
+        for node_id, info in new.items():
+            if node_id not in self.peers and node_id != self.node_id:
+                self.add_peer(Peer(node_id, info, now))
+
+    def add_peer(self, peer: Peer) -> None:
+        """Start tracking ``peer`` and subscribe to its PUB socket."""
+        self.peers[peer.node_id] = peer
+        self.members[peer.node_id] = peer.info.incarnation
+        try:
+            self.sub.connect(peer.info.pub)
+        except zmq.ZMQError as exc:
+            self.drops.drop("endpoint", peer.node_id, f"{peer.info.pub}: {exc}")
+        else:
+            self.by_pub_endpoint[peer.info.pub] = peer
+        self.counts["peers"] = len(self.peers)
+
+    def remove_peer(self, peer: Peer, reason: str) -> None:
+        """Stop tracking ``peer``, reporting it down for ``reason`` unless reason is ""."""
+        if reason:
+            self.report_down(peer, reason)
+        self.drop_backlog(peer, "peer-left")
+        del self.peers[peer.node_id]
+        del self.members[peer.node_id]
+        self.shared.down.discard((peer.node_id, peer.info.incarnation))
+        if self.by_pub_endpoint.pop(peer.info.pub, None) is not None:
+            with contextlib.suppress(zmq.ZMQError):  # never connected: nothing to undo
+                self.sub.disconnect(peer.info.pub)
+        self.close_push(peer)
+        self.counts["peers"] = len(self.peers)
+
+    def close_push(self, peer: Peer) -> None:
+        """Close the peer's PUSH socket and its monitor (queued frames are discarded)."""
+        if peer.push is None:
+            return
+        assert peer.push_mon is not None
+        self.by_monitor.pop(peer.push_mon, None)
+        self.by_push.pop(peer.push, None)
+        for s in (peer.push, peer.push_mon):
+            if s in self.poller:
+                self.poller.unregister(s)
+        peer.push.disable_monitor()
+        peer.push_mon.close(0)
+        peer.push.close(0)
+        peer.push = peer.push_mon = None
+
+    def report_down(self, peer: Peer, reason: str) -> None:
+        """Tell the node ``peer`` is down, once per (node, incarnation); drop its backlog."""
+        if peer.down:
+            return
+        peer.down = True
+        self.shared.down.add((peer.node_id, peer.info.incarnation))  # send() refuses it now
+        self.counts["peers_down"] += 1
+        self.drops.log(
+            f"harbor[{self.node_id}]: peer {peer.node_id}/{peer.info.incarnation} down: {reason}"
+        )
+        self.drop_backlog(peer, "peer-down")
+        try:
+            self.on_peer_down(peer.node_id, peer.info.incarnation, reason)
+        except Exception as exc:
+            self.drops.drop("callback", peer.node_id, f"on_peer_down raised {exc!r}")
+
+    def drop_backlog(self, peer: Peer, reason: str) -> None:
+        """Discard frames still waiting for ``peer``'s socket, counted as ``reason``."""
+        if peer.backlog:
+            n = sum(m for _, m in peer.backlog)
+            peer.backlog.clear()
+            self.drops.drop(reason, peer.node_id, f"{n} queued messages", n)
+
+    # -- inbound ------------------------------------------------------------------------
+
+    def on_frame(self, data: bytes) -> None:
+        """Decode, check and deliver one actor frame; drop and count it if it is bad."""
+        try:
+            frame = decode_frame(data, self.max_frame)
+        except FrameError as exc:
+            self.drops.drop(exc.reason, 0, exc.detail)
+            return
+        try:
+            check_header(frame, self.node_id, self.incarnation, self.members)
+        except FrameError as exc:
+            self.drops.drop(exc.reason, frame.src_node, exc.detail)
+            return
+        self.counts["frames_in"] += 1
+        self.counts["msgs_in"] += len(frame.messages)
+        try:
+            self.deliver(frame.src_node, frame.src_incarnation, frame.messages)
+        except Exception as exc:
+            self.drops.drop("callback", frame.src_node, f"deliver raised {exc!r}")
+
+    def read_sub(self) -> bool:
+        """Handle queued publications; True if SUB was drained (silence can be judged)."""
+        for _ in range(SUB_PER_TURN):
+            try:
+                parts = self.sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return True
+            self.on_publication(parts)
+        return False
+
+    def on_publication(self, parts: list[bytes]) -> None:
+        """Handle one publication or heartbeat; drop and count it if it is bad."""
+        try:
+            if len(parts) != 2:
+                raise FrameError("decode", f"{len(parts)} parts")
+            pub = decode_publication(parts[0], parts[1], self.max_frame)
+        except FrameError as exc:
+            self.drops.drop(exc.reason, 0, f"publication: {exc.detail}")
+            return
+        if self.members.get(pub.src_node) != pub.src_incarnation:
+            self.drops.drop("nonmember", pub.src_node, f"publication from {pub.src_incarnation}")
+            return
+        if not pub.channel:
+            self.peers[pub.src_node].last_heard = time.monotonic()
+            self.counts["heartbeats_in"] += 1
+            return
+        if parts[0] not in self.topics:
+            return  # queued before an unsubscribe took effect
+        self.counts["pubs_in"] += 1
+        try:
+            self.deliver_pub(pub.channel, pub.src_node, pub.source, pub.payload)
+        except Exception as exc:
+            self.drops.drop("callback", pub.src_node, f"deliver_pub raised {exc!r}")
+
+    def read_monitor(self, mon: zmq.Socket[bytes]) -> None:
+        """Track connects; report a peer whose connection dropped after it had connected."""
+        while True:
+            try:
+                ev = recv_monitor_message(mon, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if mon is self.sub_mon:
+                endpoint = ev["endpoint"].decode("utf-8", "replace")
+                peer = self.by_pub_endpoint.get(endpoint)
+                if peer is None:
+                    continue
+                was, peer.sub_connected = peer.sub_connected, ev["event"] == zmq.EVENT_CONNECTED
+            else:
+                peer = self.by_monitor[mon]
+                was, peer.push_connected = peer.push_connected, ev["event"] == zmq.EVENT_CONNECTED
+            if was and ev["event"] == zmq.EVENT_DISCONNECTED:
+                self.report_down(peer, "disconnected")
+
+    # -- outbound -----------------------------------------------------------------------
+
+    def flush_out(self, n: int) -> None:
+        """Pack the first ``n`` queued messages into frames, one per peer per incarnation run."""
+        out = self.shared.out
+        limit = min(self.max_frame, BATCH_BYTES) - FRAME_OVERHEAD
+        # node id -> runs of [dst_incarnation, encoded messages, total size], in queue order
+        runs: dict[int, list[list[Any]]] = {}
+        for _ in range(n):
+            node_id, inc, data = out.popleft()
+            r = runs.get(node_id)
+            if r is None:
+                r = runs[node_id] = []
+            if r and r[-1][0] == inc and r[-1][2] + len(data) <= limit:
+                r[-1][1].append(data)
+                r[-1][2] += len(data)
+            else:
+                r.append([inc, [data], len(data)])
+        for node_id, r in runs.items():
+            peer = self.peers.get(node_id)
+            if peer is None or peer.down:
+                why = "peer-left" if peer is None else "peer-down"
+                self.drops.drop(why, node_id, "queued messages", sum(len(x[1]) for x in r))
+                continue
+            for inc, datas, _ in r:
+                frame = join_frame(self.node_id, self.incarnation, node_id, inc, datas)
+                peer.backlog.append((frame, len(datas)))
+            self.flush_peer(peer)
+
+    def flush_peer(self, peer: Peer) -> None:
+        """Hand ``peer``'s backlog to ZeroMQ until it would block (then poll for POLLOUT)."""
+        if peer.push is None:
+            self.open_push(peer)
+            if peer.push is None:
+                return
+        push = peer.push
+        while peer.backlog:
+            frame, n = peer.backlog[0]
+            try:
+                push.send(frame, zmq.NOBLOCK)
+            except zmq.Again:
+                self.poller.register(push, zmq.POLLOUT)
+                return
+            except zmq.ZMQError as exc:
+                self.drops.drop("send-error", peer.node_id, str(exc), n)
+            else:
+                self.counts["frames_out"] += 1
+                self.counts["msgs_out"] += n
+            peer.backlog.popleft()
+        if push in self.poller:
+            self.poller.unregister(push)
+
+    def open_push(self, peer: Peer) -> None:
+        """Connect a PUSH socket (and its monitor) to ``peer``'s PULL endpoint."""
+        push = self.ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.setsockopt(zmq.SNDHWM, SNDHWM)
+        push.setsockopt(zmq.RECONNECT_IVL, 100)
+        try:
+            push.connect(peer.info.pull)
+        except zmq.ZMQError as exc:
+            push.close(0)
+            self.drop_backlog(peer, "endpoint")
+            self.drops.drop("endpoint", peer.node_id, f"{peer.info.pull}: {exc}", 0)
+            return
+        peer.push = push
+        self.by_push[push] = peer
+        peer.push_mon = push.get_monitor_socket(MONITOR_EVENTS)
+        self.by_monitor[peer.push_mon] = peer
+        self.poller.register(peer.push_mon, zmq.POLLIN)
+
+    # -- timers -------------------------------------------------------------------------
+
+    def heartbeat(self, now: float) -> None:
+        """Publish a heartbeat and schedule the next one."""
+        self.hb_seq += 1
+        body = encode_heartbeat(self.node_id, self.incarnation, self.hb_seq)
+        self.pub.send_multipart([HEARTBEAT_TOPIC, body], zmq.NOBLOCK)
+        self.counts["heartbeats_out"] += 1
+        self.next_hb = now + self.hb_interval
+
+    def check_silence(self, now: float) -> None:
+        """Report peers not heard within the timeout (a new peer gets ``join_grace`` more)."""
+        for peer in list(self.peers.values()):
+            heard = peer.last_heard or peer.added_at + self.join_grace
+            if not peer.down and now - heard > self.peer_timeout:
+                self.report_down(peer, "silent")
+
+    # -- shutdown -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every socket with linger 0 and terminate the context."""
+        for peer in self.peers.values():
+            self.close_push(peer)
+        with self.shared.wake_lock:
+            if self.shared.wake_tx is not None:
+                self.shared.wake_tx.close(0)
+                self.shared.wake_tx = None
+        self.sub.disable_monitor()
+        for s in (self.sub_mon, self.sub, self.pull, self.pub, self.wake_rx):
+            s.close(0)
+        self.ctx.term()

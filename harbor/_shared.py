@@ -1,0 +1,65 @@
+"""State shared by caller threads and the harbor I/O thread, and the I/O thread's peer record."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from harbor.transport import PeerInfo
+
+
+@dataclass(eq=False)
+class Shared:
+    """State shared between caller threads and the I/O thread (plain GIL-atomic operations)."""
+
+    # Owner: callers append, the I/O thread pops. Items: (node_id, dst_incarnation, encoded msg).
+    out: deque[tuple[int, int, bytes]] = field(default_factory=deque)
+    # Owner: callers append, the I/O thread pops. Items: ("peers", dict) | ("sub"|"unsub", topic)
+    # | ("pub", topic, body).
+    ctl: deque[tuple[Any, ...]] = field(default_factory=deque)
+    # Owner: set True by the I/O thread just before it blocks; set False by whoever wakes it
+    # (under wake_lock) or by the I/O thread after the poll. Invariant: a producer that
+    # appends and then sees idle False can rely on the I/O thread checking the deques before
+    # it blocks again (it sets idle True *before* looking at them).
+    idle: bool = False
+    wake_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Owner: any thread, only under wake_lock; None once the I/O thread has closed it.
+    wake_tx: zmq.Socket[bytes] | None = None
+    # Owner: set by stop(); read by the I/O thread.
+    stopping: bool = False
+    # Owner: the I/O thread adds (node id, incarnation) when it reports that peer down and
+    # removes it when the peer leaves the peer set; send() only tests membership (GIL-atomic).
+    # Keyed by incarnation so a new incarnation published by set_peers is alive at once.
+    down: set[tuple[int, int]] = field(default_factory=set)
+
+    def wake(self) -> None:
+        """Wake the I/O thread if it is (about to be) blocked. A spurious wake-up is harmless."""
+        with self.wake_lock:
+            if self.idle and self.wake_tx is not None:
+                self.idle = False
+                # Again: the pipe is full of wake-ups already; one is enough.
+                with contextlib.suppress(zmq.ZMQError):
+                    self.wake_tx.send(b"", zmq.NOBLOCK)
+
+
+@dataclass(eq=False)
+class Peer:
+    """I/O-thread view of one peer. Every field is owned by the I/O thread."""
+
+    node_id: int
+    info: PeerInfo
+    added_at: float
+    last_heard: float = 0.0  # monotonic time of the last heartbeat; 0 = never
+    push: zmq.Socket[bytes] | None = None  # created on the first frame to this peer
+    push_mon: zmq.Socket[bytes] | None = None
+    push_connected: bool = False
+    sub_connected: bool = False
+    # Invariant: on_peer_down is called at most once per (node_id, incarnation).
+    down: bool = False
+    # Frames ZeroMQ would not take yet (high-water mark): (frame, message count), in order.
+    backlog: deque[tuple[bytes, int]] = field(default_factory=deque)
