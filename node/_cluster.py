@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 
 UNIQUE_PREFIX = "@unique:"
+LAUNCHER_PREFIX = "@launcher:"  # each node's .launcher, by node id
 
 
 def _error(exc: BaseException) -> tuple[int, str, str, str]:
@@ -171,8 +172,10 @@ class Cluster:
             self._system_to(handle, "member", (event, info.node_id))
         self._member_changed(event, info)
 
-    def _member_changed(self, event: str, info: NodeInfo) -> None:
-        """Hook for the harbor: peers come and go with membership."""
+    if TYPE_CHECKING:
+
+        def _member_changed(self, event: str, info: NodeInfo) -> None:
+            """The harbor's hook: peers come and go with membership (node/_remote.py)."""
 
     def _master_changed(self, is_master: bool, epoch: int, master_id: int | None) -> None:
         was = self._hosting_unique
@@ -203,6 +206,9 @@ class Cluster:
             await self._coord_op(svc, self.coord.config_set, key, {"cls": path, "args": list(args)})
         if self._hosting_unique:
             self._host_unique(key, path, args)
+        elif self.master_id is not None:
+            # Ask the master's launcher to host it now (a failover would anyway).
+            svc.send(f"{LAUNCHER_PREFIX}{self.master_id}", "host_unique", path, list(args))
         wait = max(self.call_timeout, 1.0)  # type: ignore[attr-defined]
         handle: int = await self._coord_op(svc, self.coord.wait_name, key, wait)
         return handle

@@ -119,9 +119,7 @@ class Routing:
                 self._scheduler.wake()
             return
         if node_of(dest) != self.node_id:
-            if kind == CALL:
-                raise NodeDown(f"node {node_of(dest)} is not a member")
-            self._count_drop("node-down")
+            self._remote_send(dest, (source, session, kind, payload))
             return
         if kind == CALL:
             raise ServiceNotFound(f"no service {format_handle(dest)}")
@@ -145,7 +143,9 @@ class Routing:
             self._push_slow(dest, msg, False)
 
     def _push_slow(self, dest: int, msg: tuple[int, int, int, Any], count: bool) -> None:
-        if dest == self._ext_handle:
+        if node_of(dest) != self.node_id:
+            self._remote_reply(msg[0], dest, msg[1], msg[2], msg[3])
+        elif dest == self._ext_handle:
             waiter = self._ext_waiters.get(msg[1])
             if waiter is not None:
                 waiter(msg[2], msg[3])
@@ -224,6 +224,9 @@ class Routing:
     # -- monitors and uniqueness ------------------------------------------------------------------
 
     def _monitor(self, watcher: int, target: int) -> None:
+        if node_of(target) != self.node_id:
+            self._remote_control(watcher, target, "monitor")
+            return
         with self._lock:
             if target in self._services:
                 self._watchers.setdefault(target, set()).add(watcher)
@@ -231,6 +234,9 @@ class Routing:
         self._push_ext(watcher, (target, 0, SYSTEM, ("down", (target, "noproc"))))
 
     def _demonitor(self, watcher: int, target: int) -> None:
+        if node_of(target) != self.node_id:
+            self._remote_control(watcher, target, "demonitor")
+            return
         with self._lock:
             self._watchers.get(target, set()).discard(watcher)
 
@@ -318,3 +324,11 @@ class Routing:
         def _spawn(
             self, cls: Any, args: tuple[Any, ...], name: str | None, reply_to: int, session: int
         ) -> None: ...
+
+        def _remote_send(self, dest: int, msg: tuple[int, int, int, Any]) -> None: ...
+
+        def _remote_reply(
+            self, source: int, dest: int, session: Any, kind: int, payload: Any
+        ) -> None: ...
+
+        def _remote_control(self, source: int, target: int, event: str) -> None: ...

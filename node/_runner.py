@@ -420,4 +420,5 @@ _HOOKS = {
     "config": "on_config",
     "name-lost": "on_name_lost",
     "member": "on_member",
+    "channel": "on_channel",
 }

@@ -1,10 +1,27 @@
-"""Operator subcommands of the ``skymesh`` CLI (status, call, console, config, health)."""
+"""Operator subcommands of the ``skymesh`` CLI: health, console, call, status.
+
+``console``, ``call`` and ``status`` talk to a node's ``.console`` (see
+``node/console.py``): ``--host``/``--port``/``--token``, or ``--config`` for
+the node's ``console_port``/``console_token`` (``SKYMESH_*`` apply). For a
+cluster (the config names ZooKeeper), ``status`` lists the members from
+ZooKeeper and asks each one's console, advertised in its membership
+endpoints under ``"console"``.
+
+Exit status: 0 done, 1 the command failed or a node did not answer, 2 bad usage.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
+import socket
 import sys
 from typing import Any
+
+__all__ = ["ConsoleClient", "add_commands", "run"]
+
+EXIT_FAIL, EXIT_USAGE = 1, 2
 
 
 def add_commands(sub: Any) -> None:
@@ -13,13 +30,239 @@ def add_commands(sub: Any) -> None:
     h.add_argument("--config", "-c", help="the node's TOML config (SKYMESH_* apply)")
     h.add_argument("--timeout", type=float, default=5.0)
 
+    c = sub.add_parser("console", help="the debug console of a node (interactive or -c CMD)")
+    _console_args(c)
+    c.add_argument("-c", "--command", dest="one_shot", help="run one command, print, exit")
+
+    k = sub.add_parser("call", help="call <dest> <method> [json args...] through a console")
+    _console_args(k)
+    k.add_argument("dest", help="handle (:hex, 0xhex, decimal) or name")
+    k.add_argument("method")
+    k.add_argument("args", nargs="*", help="each parsed as JSON, else taken as a string")
+
+    s = sub.add_parser("status", help="nodes, master, names, groups, services, mailboxes")
+    _console_args(s)
+    s.add_argument("--json", action="store_true", help="one JSON document")
+
+
+def _console_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="the node's TOML config (console_port, console_token)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, help="console port (default: the config's)")
+    p.add_argument("--token", help="console token (default: the config's)")
+    p.add_argument("--timeout", type=float, default=10.0)
+
 
 def run(args: argparse.Namespace) -> int:
     """Run an operator subcommand; returns the exit status."""
     if args.command == "health":
         return _health(args)
+    if args.command in ("console", "call", "status"):
+        try:
+            return _with_console(args)
+        except _UsageError as exc:
+            print(f"skymesh: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as exc:
+            print(f"skymesh: console unreachable: {exc}", file=sys.stderr)
+            return EXIT_FAIL
     print(f"skymesh: unknown command {args.command}", file=sys.stderr)
-    return 2
+    return EXIT_USAGE
+
+
+class _UsageError(Exception):
+    pass
+
+
+class ConsoleClient:
+    """A blocking client of a node's ``.console``.
+
+    Raises ``OSError`` when unreachable and ``PermissionError`` for a bad token.
+
+    Example::
+
+        with ConsoleClient("127.0.0.1", 7001) as c:
+            ok, lines = c.command("list")
+    """
+
+    def __init__(
+        self, host: str, port: int, token: str | None = None, timeout: float = 10.0
+    ) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.file = self.sock.makefile("rb")
+        if token is not None:
+            ok, lines = self.command(f"auth {shlex.quote(token)}")
+            if not ok:
+                self.close()
+                raise PermissionError(lines[-1] if lines else "bad token")
+
+    def command(self, line: str) -> tuple[bool, list[str]]:
+        """Send one command line; return (ok, answer lines). On error the last line says why."""
+        self.sock.sendall(line.encode() + b"\n")
+        out: list[str] = []
+        while True:
+            raw = self.file.readline()
+            if not raw:
+                raise ConnectionError("console closed the connection")
+            text = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if text == "<CMD OK>":
+                return True, out
+            if text.startswith("<CMD Error>"):
+                out.append(text[len("<CMD Error>"):].strip())
+                return False, out
+            out.append(text)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.file.close()
+        self.sock.close()
+
+    def __enter__(self) -> ConsoleClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _settings(args: argparse.Namespace) -> tuple[Any, int | None, str | None]:
+    """(config or None, port, token) from the flags, then the config."""
+    cfg = None
+    if args.config is not None or args.port is None:
+        from .config import load_config
+        from .errors import ConfigError
+
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as exc:
+            raise _UsageError(f"config error: {exc}") from exc
+    port = args.port if args.port is not None else getattr(cfg, "console_port", None)
+    token = args.token if args.token is not None else getattr(cfg, "console_token", None)
+    return cfg, port, token
+
+
+def _with_console(args: argparse.Namespace) -> int:
+    cfg, port, token = _settings(args)
+    if args.command == "status" and cfg is not None and cfg.zk_hosts and args.port is None:
+        return _cluster_status(args, cfg, token)
+    if port is None:
+        raise _UsageError("no console port: pass --port or a config with console_port")
+    with ConsoleClient(args.host, port, token, args.timeout) as c:
+        if args.command == "call":
+            line = " ".join(shlex.quote(w) for w in ["call", args.dest, args.method, *args.args])
+            ok, lines = c.command(line)
+            print("\n".join(lines), file=sys.stdout if ok else sys.stderr)
+            return 0 if ok else EXIT_FAIL
+        if args.command == "status":
+            ok, lines = c.command("status")
+            if not ok:
+                print("\n".join(lines), file=sys.stderr)
+                return EXIT_FAIL
+            status = json.loads(lines[0])
+            _print_status(_cluster_view(None, {status["node"]: status}), args.json)
+            return 0
+        if args.one_shot is not None:
+            ok, lines = c.command(args.one_shot)
+            print("\n".join(lines), file=sys.stdout if ok else sys.stderr)
+            return 0 if ok else EXIT_FAIL
+        return _interactive(c)
+
+
+def _interactive(c: ConsoleClient) -> int:
+    while True:
+        try:
+            line = input("skymesh> ")
+        except EOFError:
+            return 0
+        if not line.strip():
+            continue
+        try:
+            ok, lines = c.command(line)
+        except ConnectionError:
+            return 0  # "quit", or the node went away
+        for text in lines:
+            print(text if ok else f"error: {text}")
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+def _cluster_view(cluster: str | None, per_node: dict[Any, Any]) -> dict[str, Any]:
+    """One document from each node's console ``status`` (or an error string per node)."""
+    answered = [s for s in per_node.values() if isinstance(s, dict)]
+    first = answered[0] if answered else {}
+    return {
+        "cluster": cluster or "standalone",
+        "master": first.get("master"),
+        "epoch": first.get("epoch"),
+        "names": first.get("names", {}),
+        "groups": first.get("groups", {}),
+        "nodes": {str(k): v for k, v in per_node.items()},
+    }
+
+
+def _print_status(view: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(view, indent=2, sort_keys=True))
+        return
+    print(f"cluster {view['cluster']}: {len(view['nodes'])} node(s), "
+          f"master {view['master']} epoch {view['epoch']}")
+    for name, handle in sorted(view["names"].items()):
+        print(f"name  {name} -> {handle}")
+    for group, members in sorted(view["groups"].items()):
+        print(f"group {group}: {' '.join(members)}")
+    for nid, st in sorted(view["nodes"].items()):
+        if not isinstance(st, dict):
+            print(f"node {nid}: {st}")
+            continue
+        print(f"node {nid}: {len(st['services'])} services, "
+              f"{st['messages_per_second']:.1f} messages/s, uptime {st['stats']['uptime']}s")
+        for s in st["services"]:
+            print(f"  {s['address']} {s['class']:<16} {s['state']:<8} mailbox={s['mailbox']} "
+                  f"messages={s['messages']}")
+
+
+def _cluster_status(args: argparse.Namespace, cfg: Any, token: str | None) -> int:
+    """Members from ZooKeeper (read-only), then each member's console."""
+    from kazoo.client import KazooClient
+    from kazoo.exceptions import KazooException, NoNodeError
+
+    from coord.api import NodeInfo
+
+    root = f"/skymesh/{cfg.cluster}/nodes"
+    zk = KazooClient(hosts=cfg.zk_hosts, timeout=args.timeout, read_only=True)
+    try:
+        zk.start(timeout=args.timeout)
+        members = {}
+        for child in zk.get_children(root):
+            data, _ = zk.get(f"{root}/{child}")
+            info = NodeInfo.from_json(data)
+            members[info.node_id] = info
+    except NoNodeError:
+        members = {}
+    except (KazooException, ValueError) as exc:  # kazoo's timeouts are KazooException too
+        print(f"skymesh: ZooKeeper unreachable or unreadable: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    finally:
+        zk.stop()
+        zk.close()
+    per_node: dict[Any, Any] = {}
+    failed = False
+    for nid, info in sorted(members.items()):
+        endpoint = info.endpoints.get("console", "").removeprefix("tcp://")
+        host, _, port = endpoint.rpartition(":")
+        if not port.isdigit():
+            per_node[nid] = "no console advertised"
+            continue
+        try:
+            with ConsoleClient(host or info.host, int(port), token, args.timeout) as c:
+                ok, lines = c.command("status")
+            per_node[nid] = json.loads(lines[0]) if ok else f"console error: {lines[-1]}"
+            failed = failed or not ok
+        except OSError as exc:
+            per_node[nid] = f"console unreachable: {exc}"
+            failed = True
+    _print_status(_cluster_view(cfg.cluster, per_node), args.json)
+    return EXIT_FAIL if failed else 0
 
 
 def _health(args: argparse.Namespace) -> int:

@@ -50,6 +50,8 @@ class NodeConfig:
     workers: int = 2
     bind: str = "127.0.0.1"
     advertise: str | None = None
+    pull_port: int = 0  # harbor PULL port (0: any free port)
+    pub_port: int = 0  # harbor PUB port (0: any free port)
     zk_hosts: str | None = None
     redis_url: str | None = None
     session_timeout: float = 10.0
@@ -67,7 +69,7 @@ class NodeConfig:
         return self.zk_hosts is None
 
 
-_INT = {"workers", "console_port"}
+_INT = {"workers", "console_port", "pull_port", "pub_port"}
 _FLOAT = {"call_timeout", "monitor_threshold", "session_timeout"}
 _STR = {"cluster", "bind", "advertise", "zk_hosts", "redis_url", "log_file", "log_level",
         "console_token"}  # fmt: skip

@@ -7,6 +7,7 @@ from :class:`SkymeshError`::
     ├── ConfigError            bad node configuration (the CLI exits with 2)
     ├── ServiceStartError      a new service's on_start raised; nothing remains of it
     ├── Interrupted            raised inside a handler broken from outside
+    ├── SocketError            listen/connect failed (address in use, refused, timed out)
     └── CallFailed             a call did not produce a reply value
         ├── CallError          the remote handler raised, or has no such handler
         ├── CallTimeout        no reply within the timeout
@@ -31,6 +32,7 @@ __all__ = [
     "ServiceNotFound",
     "ServiceStartError",
     "SkymeshError",
+    "SocketError",
 ]
 
 
@@ -44,6 +46,12 @@ class ConfigError(SkymeshError):
 
 class Interrupted(SkymeshError):
     """Raised inside a handler that was interrupted with ``Node.interrupt``."""
+
+
+class SocketError(SkymeshError):
+    """A socket could not be opened: ``listen`` (address in use, bad address) or
+    ``connect`` (refused, unreachable, timed out). Errors on an open connection
+    are not raised: they arrive as ``on_socket_close(sock_id, "error: ...")``."""
 
 
 class CallFailed(SkymeshError):

@@ -15,9 +15,9 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from . import _cluster, _routing
+from . import _cluster, _remote, _routing
 from ._runner import STATE_NAMES
-from .address import format_handle, make_handle
+from .address import format_handle, make_handle, node_of
 from .errors import CallTimeout, Interrupted
 from .mailbox import Mailbox
 from .message import CALL, ERR_START, ERROR, REPLY, SEND, SYSTEM
@@ -52,7 +52,7 @@ class _Box:
         self.event.set()
 
 
-class Node(_routing.Routing, _cluster.Cluster):
+class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
     """A running node. Use as a context manager, or call :meth:`stop`.
 
     Example::
@@ -77,6 +77,10 @@ class Node(_routing.Routing, _cluster.Cluster):
         redis_url: str | None = None,
         session_timeout: float = 10.0,
         coordinator: Coordinator | None = None,
+        bind: str = "127.0.0.1",
+        advertise: str | None = None,
+        pull_port: int = 0,
+        pub_port: int = 0,
     ) -> None:
         import coord
 
@@ -102,6 +106,10 @@ class Node(_routing.Routing, _cluster.Cluster):
             coordinator or coord.connect(zk_hosts, redis_url, cluster, session_timeout)
         )
         self._requested_id: int | None = node_id
+        self._clustered = zk_hosts is not None or (
+            coordinator is not None and type(coordinator).__name__ != "EmbeddedCoordinator"
+        )
+        self._init_remote(bind, advertise, (pull_port, pub_port))
         self._scheduler = Scheduler(workers, self._on_stray, self._on_overload, profile=profile)
         self._worker_threads: set[threading.Thread] = set()
         self._timer = TimerThread(self._fire_timer, self._scheduler.wake_if_idle_work)
@@ -142,6 +150,10 @@ class Node(_routing.Routing, _cluster.Cluster):
             zk_hosts=cfg.zk_hosts,
             redis_url=cfg.redis_url,
             session_timeout=cfg.session_timeout,
+            bind=cfg.bind,
+            advertise=cfg.advertise,
+            pull_port=cfg.pull_port,
+            pub_port=cfg.pub_port,
             call_timeout=cfg.call_timeout,
             monitor_threshold=cfg.monitor_threshold,
             log_file=cfg.log_file,
@@ -170,6 +182,8 @@ class Node(_routing.Routing, _cluster.Cluster):
         self.node_id = info.node_id
         self.incarnation = info.incarnation
         self._ext_handle = make_handle(self.node_id, 0)
+        if self._clustered:
+            self._start_harbor()
         self._running = True
         self._scheduler.start()
         self._worker_threads = {w.thread for w in self._scheduler.workers if w.thread}
@@ -210,8 +224,8 @@ class Node(_routing.Routing, _cluster.Cluster):
         self._scheduler.stop()
 
     def _endpoints(self) -> dict[str, str]:
-        """Addresses this node advertises in membership (the harbor adds its sockets)."""
-        return {}
+        """Addresses this node advertises in membership."""
+        return self._harbor_endpoints(self._clustered)
 
     def _stop_services(self, handles: list[int], deadline: float) -> None:
         for h in handles:
@@ -255,8 +269,13 @@ class Node(_routing.Routing, _cluster.Cluster):
         self._send(self._ext_handle, dest, 0, SEND, (method, args), wake=True)
 
     def kill(self, dest: Dest) -> bool:
-        """End a service at its next message boundary; False if it does not exist."""
-        return self._signal(self._resolve_local(dest), "kill")
+        """End a service (on any node) at its next message boundary; False if it does
+        not exist here (a remote kill is sent and True is returned)."""
+        target = self._resolve_local(dest)
+        if node_of(target) != self.node_id:
+            self._remote_control(0, target, "kill")
+            return True
+        return self._signal(target, "kill")
 
     def interrupt(self, dest: Dest) -> bool:
         """Raise ``Interrupted`` inside the handler ``dest`` is running now.
@@ -373,6 +392,7 @@ class Node(_routing.Routing, _cluster.Cluster):
             watchers = self._forget(h)
             self._retired.notify_all()
         self._forget_global(h)
+        self._forget_remote(h)
         for watcher in watchers:
             self._push_ext(watcher, (h, 0, SYSTEM, ("down", (h, reason))))
 

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from ._cluster import Lock
 from ._runner import CALLBACK, ServiceCore, ServiceExit
+from ._socket_api import SocketAPI
 from ._traps import Wait
-from .address import format_handle
-from .errors import CallTimeout
+from .address import Group, format_handle, node_of
+from .errors import CallTimeout, NodeDown, ServiceNotFound
 from .message import CALL, CALL_TIMEOUT, REPLY, SEND
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def expose(fn: F) -> F:
     return fn
 
 
-class Service(ServiceCore):
+class Service(SocketAPI, ServiceCore):
     """Base class of every service.
 
     Override ``on_start(*args)`` (may be async; runs before any message),
@@ -103,6 +104,9 @@ class Service(ServiceCore):
         """A global name this service held was taken by another node after a session loss."""
         self.log(f"global name {name!r} lost", level="warning")
 
+    def on_channel(self, channel: str, source: int, payload: Any) -> Any:
+        """A publication on a channel this service subscribed to."""
+
     def on_member(self, event: str, node_id: int) -> Any:
         """A node joined or left (``event`` "join"/"leave"), after :meth:`watch_members`."""
 
@@ -123,13 +127,24 @@ class Service(ServiceCore):
         else:
             self._node._send(self.handle, dest, 0, SEND, (method, args))
 
-    async def call(self, dest: Dest, method: str, *args: Any, timeout: float | None = None) -> Any:
-        """Call ``method`` on ``dest`` and return its result.
+    async def call(
+        self,
+        dest: Dest,
+        method: str,
+        *args: Any,
+        timeout: float | None = None,
+        wait: float | None = None,
+    ) -> Any:
+        """Call ``method`` on ``dest`` (a handle, name or group, on any node) and return
+        its result.
 
         Raises ``CallError`` (the handler raised or does not exist),
         ``ServiceNotFound`` (no such destination, at once), ``ServiceExited``,
-        ``NodeDown``, ``CallTimeout`` (``timeout`` seconds, default the node's
-        ``call_timeout``; ``0`` waits for ever).
+        ``NodeDown`` (at once if the node is not a member; as soon as it is
+        reported down while the call is pending), ``CallTimeout`` (``timeout``
+        seconds, default the node's ``call_timeout``; ``0`` waits for ever).
+        With ``wait=seconds`` a destination that does not exist yet (a name
+        not registered, a node not joined) is waited for that long first.
         """
         self._session = s = self._session + 1
         node = self._node
@@ -137,11 +152,43 @@ class Service(ServiceCore):
         if svc is not None:
             svc._mailbox.push((self.handle, s, CALL, (method, args)))
         else:
-            node._send(self.handle, dest, s, CALL, (method, args))
+            try:
+                node._send(self.handle, dest, s, CALL, (method, args))
+            except (NodeDown, ServiceNotFound):
+                if not wait:
+                    raise
+                dest = await self._await_destination(dest, wait)
+                node._send(self.handle, dest, s, CALL, (method, args))
         t = node.call_timeout if timeout is None else timeout
         if t > 0:
             self._timers[s] = node._timer.add(t, self.handle, s, CALL_TIMEOUT)
         return await Wait(s)
+
+    async def _await_destination(self, dest: Dest, wait: float) -> int:
+        """Wait up to ``wait`` seconds for ``dest`` to exist; return its handle."""
+        if isinstance(dest, str):
+            found = await self.query(dest, wait=wait)
+            if found is None:
+                raise ServiceNotFound(f"no service named {dest!r} after waiting {wait}s")
+            return found
+        if isinstance(dest, Group):
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                member = self._node.coord.pick(dest.name, dest.key)
+                if member is not None:
+                    return member
+                await self.sleep(0.05)
+            raise ServiceNotFound(f"group {dest.name!r} still has no members after {wait}s")
+        self._session = s = self._session + 1
+        handle = self.handle
+        node = self._node
+        if node._when_member(node_of(dest), lambda: node._push_ext(handle, (0, s, REPLY, True))):
+            self._timers[s] = node._timer.add(wait, handle, s, CALL_TIMEOUT)
+            try:
+                await Wait(s)
+            except CallTimeout:
+                raise NodeDown(f"node {node_of(dest)} did not join within {wait}s") from None
+        return dest
 
     def fork(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` (plain or async) right after the current handler finishes or
@@ -263,6 +310,20 @@ class Service(ServiceCore):
     async def leave_group(self, name: str) -> None:
         """Leave service group ``name``."""
         await self._node._leave_group(self, name)
+
+    # -- channels (skynet's multicast) -------------------------------------------------------
+
+    def publish(self, channel: str, payload: Any) -> None:
+        """Send ``payload`` to every subscriber of ``channel`` on every node, once each."""
+        self._node._publish(self.handle, channel, payload)
+
+    def subscribe(self, channel: str) -> None:
+        """Receive ``channel``'s publications as ``on_channel(channel, source, payload)``."""
+        self._node._subscribe(self.handle, channel)
+
+    def unsubscribe(self, channel: str) -> None:
+        """Stop receiving ``channel``."""
+        self._node._unsubscribe(self.handle, channel)
 
     # -- cluster: config, membership, locks ----------------------------------------------------
 

@@ -1,0 +1,275 @@
+"""``.console``: the debug console, a text line protocol over TCP on loopback.
+
+A :class:`~node.gate.Gate` in line framing whose agents run commands; every
+answer ends with ``<CMD OK>`` or ``<CMD Error> reason`` (skynet's debug
+console), so scripts know where it stops. With a token the first line must
+be ``auth <token>``. Try it with ``nc 127.0.0.1 <port>`` or ``skymesh console``.
+
+Commands: ``help``, ``list``, ``stat``, ``mem``, ``info <h>``, ``kill <h>``,
+``ping <h>``, ``interrupt <h>``, ``gc``, ``names``, ``groups``, ``locks``,
+``nodes``, ``call <dest> <method> [arg ...]`` (each arg JSON, else a string),
+``status`` (one JSON line: the node as ``skymesh status`` shows it), ``quit``.
+``<h>`` is ``:0000000100000005``, ``0x100000005``, a decimal handle or a name.
+"""
+
+from __future__ import annotations
+
+import gc
+import hmac
+import json
+import shlex
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from coord.api import Held
+
+from .address import format_handle
+from .errors import CallError, CallFailed
+from .gate import Agent, Gate
+from .service import expose
+
+if TYPE_CHECKING:
+    from .node import Node
+
+__all__ = ["Console", "ConsoleAgent", "parse_dest", "start_console"]
+
+OK, ERR = "<CMD OK>", "<CMD Error>"
+RATE_EVERY = 1.0  # seconds between samples of messages handled
+
+
+def start_console(node: Node, port: int, token: str | None = None, host: str = "127.0.0.1") -> int:
+    """Start ``.console`` on ``host:port`` (``port=0``: any free port) and return its handle.
+
+    Call from a plain thread (it blocks until the console listens). Raises
+    ``ServiceStartError`` if it cannot listen. The bound port:
+    ``node.call(handle, "address")``.
+    """
+    handle: int = node.newservice(Console, host, port, token, name=".console")
+    return handle
+
+
+def parse_dest(text: str) -> int | str:
+    """A handle from ``:hex``, ``0xhex`` or decimal text; anything else is a name.
+
+    >>> parse_dest(":0000000100000005"), parse_dest("12"), parse_dest(".logger")
+    (4294967301, 12, '.logger')
+    """
+    if text.startswith(":"):
+        return int(text[1:], 16)
+    if text.lower().startswith("0x"):
+        return int(text, 16)
+    if text.isdigit():
+        return int(text)
+    return text
+
+
+def _arg(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class Console(Gate):
+    """The console's listener: a line-framed gate with :class:`ConsoleAgent` agents."""
+
+    def on_start(  # type: ignore[override]  # a gate whose agent and options are fixed
+        self, host: str = "127.0.0.1", port: int = 0, token: str | None = None
+    ) -> None:
+        opts = {"framing": "line", "max_frame": 4096, "max_clients": 32,
+                "idle_timeout": 3600.0, "agent_args": [token]}
+        super().on_start(ConsoleAgent, host, port, opts)
+        self.rate = 0.0
+        self.seen: dict[int, int] = {}
+        self.timeout(RATE_EVERY, self._sample)
+
+    def _sample(self) -> None:
+        # Messages handled since the last sample, over live services (ended ones drop out).
+        counts = {s.handle: s._n_msgs for s in self._node.iter_services()}
+        done = sum(max(0, n - self.seen.get(h, n)) for h, n in counts.items())
+        self.seen = counts
+        self.rate = done / RATE_EVERY
+        self.timeout(RATE_EVERY, self._sample)
+
+    @expose
+    def messages_per_second(self) -> float:
+        """Messages handled by every service of the node over the last second."""
+        return self.rate
+
+
+class ConsoleAgent(Agent):
+    """One console session: parses a line, runs the command, writes the answer."""
+
+    def on_connect(self, token: str | None = None) -> None:
+        self.token = token
+        self.authed = token is None
+        self.token_failed = False
+
+    async def on_client(self, data: bytes) -> None:
+        line = data.decode("utf-8", "replace").strip()
+        if not line:
+            return
+        async with self.critical():  # answers leave in the order commands came
+            try:
+                out = await self._run(line)
+            except Exception as exc:
+                self.send_client(f"{ERR} {type(exc).__name__}: {exc}".encode())
+                if self.token_failed:
+                    self.close_client()  # after the answer: close flushes what was written
+                return
+            text = "\n".join([*out, OK]) if out else OK
+            self.send_client(text.encode())
+
+    def _check_auth(self, words: list[str]) -> list[str] | None:
+        if self.authed:
+            return None
+        if words[0] == "auth" and len(words) == 2 and self.token is not None:
+            if hmac.compare_digest(words[1].encode(), self.token.encode()):
+                self.authed = True
+                return []
+            self.token_failed = True
+            raise PermissionError("bad token")
+        raise PermissionError("auth <token> required")
+
+    async def _run(self, line: str) -> list[str]:
+        words = shlex.split(line)
+        auth = self._check_auth(words)
+        if auth is not None:
+            return auth
+        cmd, args = words[0].lower(), words[1:]
+        node = self._node
+        if cmd == "help":
+            return [__doc__.split("Commands: ", 1)[1].split("``<h>``")[0].replace("\n", " ")]
+        if cmd == "quit":
+            self.close_client()
+            return []
+        if cmd == "list":
+            return [_service_line(s) for s in node.services()]
+        if cmd == "stat":
+            stats = dict(node.stats(), messages_per_second=await self._rate())
+            return [f"{k}: {v}" for k, v in stats.items()]
+        if cmd == "mem":
+            return _mem()
+        if cmd == "gc":
+            before = len(gc.get_objects())
+            freed = gc.collect()
+            return [f"collected {freed} unreachable objects; {before} -> {len(gc.get_objects())}"]
+        if cmd in ("info", "kill", "ping", "interrupt"):
+            if len(args) != 1:
+                raise ValueError(f"usage: {cmd} <handle or name>")
+            return await self._on_service(cmd, parse_dest(args[0]))
+        if cmd == "names":
+            local = [f"{n} {format_handle(h)} (local)"
+                     for n, h in sorted(node._local_names.items())]
+            glob = [f"{n} {format_handle(h)}" for n, h in sorted(node.coord.names().items())]
+            return local + glob
+        if cmd == "groups":
+            return [f"{g}: {' '.join(format_handle(h) for h in members)}"
+                    for g, members in sorted(node.coord.groups().items())]
+        if cmd == "locks":
+            return [f"{key} fence={fence} backend={backend} held by {format_handle(h)}"
+                    for h, key, fence, backend in _held_locks(node)]
+        if cmd == "nodes":
+            master, epoch = node.coord.master()
+            lines = [f"master {master} epoch {epoch}"]
+            for nid, info in sorted(node.coord.members().items()):
+                eps = " ".join(f"{k}={v}" for k, v in sorted(info.endpoints.items()))
+                lines.append(f"node {nid} host={info.host} pid={info.pid} {eps}".rstrip())
+            return lines
+        if cmd == "call":
+            if len(args) < 2:
+                raise ValueError("usage: call <dest> <method> [arg ...]")
+            result = await self.call(parse_dest(args[0]), args[1], *map(_arg, args[2:]))
+            return [json.dumps(result, default=repr)]
+        if cmd == "status":
+            return [json.dumps(await self._status(), default=repr)]
+        raise ValueError(f"unknown command {cmd!r} (try help)")
+
+    async def _rate(self) -> float:
+        rate: float = await self.call(self.gate, "messages_per_second", timeout=5)
+        return rate
+
+    async def _on_service(self, cmd: str, dest: int | str) -> list[str]:
+        node = self._node
+        handle = node._resolve_local(dest)
+        if cmd == "kill":
+            return [f"killed {format_handle(handle)}" if node.kill(handle) else "no such service"]
+        if cmd == "interrupt":
+            done = node.interrupt(handle)
+            return [f"interrupted {format_handle(handle)}" if done else "not running a handler"]
+        if cmd == "ping":
+            t0 = time.perf_counter()
+            try:
+                await self.call(handle, "__ping__", timeout=5)
+            except CallError as exc:  # it answered: "no handler" proves it dispatches
+                if exc.remote_type != "NoHandler":
+                    raise
+            return [f"{format_handle(handle)} alive: {(time.perf_counter() - t0) * 1000:.3f} ms"]
+        svc = node._services.get(handle)
+        if svc is None:
+            raise ValueError(f"no service {format_handle(handle)} on this node")
+        entry = next((s for s in node.services() if s["handle"] == handle), {})
+        lines = [f"{k}: {v}" for k, v in entry.items()]
+        lines.append(f"names: {' '.join(sorted(node._names_of.get(handle, ()))) or '-'}")
+        waits = sorted({t.method for t in svc._suspended.values()})
+        lines.append(f"suspended in: {', '.join(waits) or '-'}")
+        return lines
+
+    async def _status(self) -> dict[str, Any]:
+        node = self._node
+        master, epoch = node.coord.master()
+        try:
+            rate = await self._rate()
+        except CallFailed:
+            rate = 0.0
+        return {
+            "node": node.node_id,
+            "master": master,
+            "epoch": epoch,
+            "members": {str(i): dict(m.endpoints) for i, m in node.coord.members().items()},
+            "names": {n: format_handle(h) for n, h in node.coord.names().items()},
+            "local_names": {n: format_handle(h) for n, h in node._local_names.items()},
+            "groups": {g: [format_handle(h) for h in m] for g, m in node.coord.groups().items()},
+            "services": node.services(),
+            "messages_per_second": rate,
+            "stats": node.stats(),
+        }
+
+
+def _service_line(s: dict[str, Any]) -> str:
+    return (f"{s['address']} {s['class']} {s['state']} mailbox={s['mailbox']} "
+            f"messages={s['messages']} cpu={s['cpu']:.3f}s pending={s['pending_calls']}")
+
+
+def _mem() -> list[str]:
+    lines = []
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            lines += [x.strip() for x in f if x.startswith(("VmRSS", "VmHWM", "VmSize"))]
+    except OSError:  # not Linux: the peak is what the platform offers
+        import resource
+
+        lines.append(f"maxrss: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
+    lines.append(f"python blocks: {sys.getallocatedblocks()}")
+    lines.append(f"gc counts: {gc.get_count()} objects tracked: {len(gc.get_objects())}")
+    return lines
+
+
+def _held_locks(node: Node) -> list[tuple[int, str, int, str]]:
+    """Cluster locks held by this node's suspended coroutines, found in their frames.
+
+    ``async with self.lock(...) as held`` keeps ``held`` in the frame while the
+    body runs; a lock held across a suspension is found this way.
+    """
+    found = []
+    for svc in node.iter_services():
+        for task in list(svc._suspended.values()):
+            coro: Any = task.coro
+            while coro is not None and hasattr(coro, "cr_frame"):
+                frame = coro.cr_frame
+                for value in (frame.f_locals.values() if frame is not None else ()):
+                    if isinstance(value, Held) and value.valid:
+                        found.append((svc.handle, value.key, value.fence, value.backend))
+                coro = coro.cr_await
+    return found

@@ -1,0 +1,170 @@
+"""Three real node processes on loopback with real ZooKeeper and Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from node import CallError, Node, NodeDown, group
+from tests.cluster.conftest import wait_members, zk_members
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.cluster
+
+PROBE = "tests.cluster.services:Probe"
+
+
+def probe(name: str | None = None, grp: str | None = None) -> dict:
+    return {"class": PROBE, "args": [name, grp]}
+
+
+def three(nodes) -> list:  # type: ignore[no-untyped-def]
+    return [nodes(i, [probe(f"p{i}", "seats")]) for i in (1, 2, 3)]
+
+
+def wait_name(driver: Node, name: str, timeout: float = 30) -> int:
+    return wait_for(lambda: driver.coord.query_name(name), timeout=timeout)
+
+
+def test_cross_node_calls_names_and_order(nodes, driver: Node) -> None:
+    three(nodes)
+    wait_members(driver, {1, 2, 3})
+    handles = {i: wait_name(driver, f"p{i}") for i in (1, 2, 3)}
+    for i, h in handles.items():
+        assert driver.call(f"p{i}", "where")["node"] == i
+        assert driver.call(h, "echo", {"k": [1, 2]}) == {"k": [1, 2]}
+    # A service on node 1 calls one on node 2 by name, which is on another process.
+    assert driver.call("p1", "relay", "p2", "echo", "hop") == "hop"
+    # Many senders on two nodes blast one sink on the third: order per sender holds.
+    n = 2000
+    assert driver.call("p1", "blast", handles[3], n) == n
+    assert driver.call("p2", "blast", handles[3], n) == n
+    driver.send(handles[3], "put", 7, 0)
+    wait_for(lambda: driver.call("p3", "seen_count") == 2 * n + 1, timeout=30)
+    assert driver.call("p3", "order_ok") == "ok"
+    with pytest.raises(CallError, match="no handler"):
+        driver.call("p2", "nope")
+
+
+def test_groups_and_channels_across_nodes(nodes, driver: Node) -> None:
+    three(nodes)
+    wait_members(driver, {1, 2, 3})
+    for i in (1, 2, 3):
+        wait_name(driver, f"p{i}")
+    wait_for(lambda: len(driver.coord.group_members("seats")) == 3, timeout=30)
+    owners = {driver.call(group("seats", key=k), "where")["node"] for k in range(60)}
+    assert owners == {1, 2, 3}
+    for i in (1, 2, 3):
+        driver.call(f"p{i}", "sub", "news")
+    time.sleep(1.0)  # SUB sockets take a moment to connect (ZeroMQ's slow joiner)
+    for k in range(5):
+        driver.call("p1", "pub", "news", k)
+    expected = [["news", k] for k in range(5)]
+    for i in (1, 2, 3):
+        wait_for(lambda i=i: len(driver.call(f"p{i}", "received")) >= 5, timeout=20)
+        got = [list(x) for x in driver.call(f"p{i}", "received")]
+        assert got == expected, (i, got)
+
+
+def test_locks_across_nodes_never_overlap(nodes, driver: Node) -> None:
+    three(nodes)
+    wait_members(driver, {1, 2, 3})
+    for i in (1, 2, 3):
+        wait_name(driver, f"p{i}")
+    for backend in ("redis", "zk"):
+        results: list = []
+        threads = [
+            threading.Thread(target=lambda i=i: results.extend(
+                driver.call(f"p{i}", "locked_section", f"acct-{backend}", 0.05, backend)
+                for _ in range(4)))
+            for i in (1, 2, 3)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(results) == 12
+        results.sort(key=lambda r: r[1])
+        for a, b in zip(results, results[1:], strict=False):
+            assert a[2] <= b[1], "critical sections overlapped"
+            assert a[0] < b[0], "fences must grow in entry order"
+
+
+def test_killed_node_fails_pending_calls_fast(nodes, driver: Node) -> None:
+    procs = three(nodes)
+    wait_members(driver, {1, 2, 3})
+    h2 = wait_name(driver, "p2")
+    wait_name(driver, "p1")
+    driver.call("p1", "watch", h2)
+    errors: list = []
+    t0 = [0.0]
+
+    def pending() -> None:
+        try:
+            driver.call(h2, "hang", 60, timeout=60)
+        except Exception as exc:
+            errors.append((type(exc), time.monotonic() - t0[0]))
+
+    t = threading.Thread(target=pending)
+    t.start()
+    time.sleep(0.5)
+    t0[0] = time.monotonic()
+    procs[1].kill()
+    t.join(30)
+    assert errors, "the pending call never failed"
+    kind, after = errors[0]
+    assert kind is NodeDown
+    assert after < 5.0  # typically well under 1 s (bench/cluster.py measures it)
+    with pytest.raises(NodeDown):
+        driver.call(h2, "where")
+    # The remote monitor on node 1 heard that node 2 went down.
+    wait_for(lambda: [list(d) for d in driver.call("p1", "downs")] == [[h2, "nodedown"]],
+             timeout=20)
+    # Its names vanish with its session; a restart with the same id rejoins.
+    wait_for(lambda: driver.coord.query_name("p2") is None, timeout=30)
+    nodes(2, [probe("p2", "seats")])
+    new_h2 = wait_name(driver, "p2")
+    assert driver.call("p2", "where")["node"] == 2
+    assert new_h2 >> 32 == 2
+
+
+def test_call_waits_for_a_node_that_starts_later(nodes, driver: Node) -> None:
+    nodes(1, [probe("p1")])
+    wait_members(driver, {1})
+    wait_name(driver, "p1")
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(
+        driver.call("p1", "call_waiting", "late", "where", 30, timeout=60)))
+    t.start()
+    time.sleep(1.0)
+    nodes(2, [probe("late")])
+    t.join(60)
+    assert out and out[0]["node"] == 2
+
+
+def test_master_killed_unique_service_comes_back(nodes, make_driver, servers, cluster) -> None:
+    procs = three(nodes)
+    # The in-test node joins the election only after the three node processes.
+    wait_for(lambda: len(zk_members(servers, cluster)) == 3, timeout=30)
+    driver = make_driver()
+    wait_members(driver, {1, 2, 3})
+    for i in (1, 2, 3):
+        wait_name(driver, f"p{i}")
+    single = "tests.cluster.services:Singleton"
+    h = driver.call("p1", "unique", single)
+    assert driver.call("p2", "unique", single) == h
+    host = driver.call(h, "where")
+    master, epoch = driver.coord.master()
+    assert host == master
+    assert master in (1, 2, 3)
+    procs[[1, 2, 3].index(master)].kill()
+    wait_for(lambda: driver.coord.master()[1] > epoch and driver.coord.master()[0] != master,
+             timeout=30)
+    new_master = driver.coord.master()[0]
+    survivor = next(i for i in (1, 2, 3) if i != master)
+    h2 = wait_for(lambda: (lambda x: x if x and x != h else None)(
+        driver.coord.query_name("@unique:" + single)), timeout=30)
+    assert driver.call(h2, "where") == new_master
+    assert driver.call(f"p{survivor}", "unique", single) == h2
