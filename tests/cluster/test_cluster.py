@@ -76,8 +76,8 @@ def test_locks_across_nodes_never_overlap(nodes, driver: Node) -> None:
     for backend in ("redis", "zk"):
         results: list = []
         threads = [
-            threading.Thread(target=lambda i=i: results.extend(
-                driver.call(f"p{i}", "locked_section", f"acct-{backend}", 0.05, backend)
+            threading.Thread(target=lambda i=i, b=backend, out=results: out.extend(
+                driver.call(f"p{i}", "locked_section", f"acct-{b}", 0.05, b)
                 for _ in range(4)))
             for i in (1, 2, 3)
         ]
@@ -164,7 +164,10 @@ def test_master_killed_unique_service_comes_back(nodes, make_driver, servers, cl
              timeout=30)
     new_master = driver.coord.master()[0]
     survivor = next(i for i in (1, 2, 3) if i != master)
-    h2 = wait_for(lambda: (lambda x: x if x and x != h else None)(
-        driver.coord.query_name("@unique:" + single)), timeout=30)
+    def new_unique() -> int | None:
+        x = driver.coord.query_name("@unique:" + single)
+        return x if x and x != h else None
+
+    h2 = wait_for(new_unique, timeout=30)
     assert driver.call(h2, "where") == new_master
     assert driver.call(f"p{survivor}", "unique", single) == h2
