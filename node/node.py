@@ -325,6 +325,7 @@ class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
             "timers": self._timer.pending(),
             "stuck_reports": self._monitor_thread.reports,
             "uptime": round(time.monotonic() - self.started_at, 3),
+            "harbor": self._transport.stats() if self._transport is not None else {},
         }
 
     def _blocking(self, start: Callable[[int], None], timeout: float | None) -> Any:

@@ -171,3 +171,49 @@ def test_master_killed_unique_service_comes_back(nodes, make_driver, servers, cl
     h2 = wait_for(new_unique, timeout=30)
     assert driver.call(h2, "where") == new_master
     assert driver.call(f"p{survivor}", "unique", single) == h2
+
+
+def test_garbage_on_the_pull_port_loses_no_real_traffic(nodes, driver: Node) -> None:
+    import msgpack
+    import zmq
+
+    nodes(1, [probe("p1")])
+    nodes(2, [probe("p2")])
+    wait_members(driver, {1, 2})
+    sink = wait_name(driver, "p1")
+    wait_name(driver, "p2")
+    pull = driver.coord.members()[1].endpoints["pull"]
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(pull)
+    stop = threading.Event()
+
+    def garbage() -> None:
+        junk = [b"", b"\xff\x00garbage", msgpack.packb([1, 2, 3])[:2],
+                msgpack.packb([99, 2, 1, 1, 0, []]), msgpack.packb([1, 777, 1, 1, 0, []]),
+                b"x" * 100]
+        i = 0
+        while not stop.is_set():
+            push.send(junk[i % len(junk)])
+            i += 1
+            time.sleep(0.001)
+
+    g = threading.Thread(target=garbage)
+    g.start()
+    try:
+        n = 3000
+        assert driver.call("p2", "blast", sink, n) == n
+        for i in range(n):
+            driver.send(sink, "put", 5, i)
+        wait_for(lambda: driver.call("p1", "seen_count") == 2 * n, timeout=30)
+        assert driver.call("p1", "order_ok") == "ok"
+    finally:
+        stop.set()
+        g.join()
+        push.close()
+        ctx.term()
+    stats = driver.call("@launcher:1", "node_stat")["harbor"]
+    dropped = {k: v for k, v in stats.items() if k.startswith("drop_") and v}
+    assert {"drop_decode", "drop_version", "drop_nonmember"} <= set(dropped), dropped
+    assert driver.call("p1", "where")["node"] == 1  # still serving

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
 
-from node import Node
+from node import Node, expose
 from tests import coord_scenarios as sc
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -15,8 +17,13 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def znode(servers: dict[str, str], cluster: str, tmp_path) -> Iterator[Node]:
     n = Node(
-        node_id=0, workers=2, cluster=cluster, zk_hosts=servers["zk"],
-        redis_url=servers["redis"], session_timeout=6.0, log_file=str(tmp_path / "log"),
+        node_id=0,
+        workers=2,
+        cluster=cluster,
+        zk_hosts=servers["zk"],
+        redis_url=servers["redis"],
+        session_timeout=6.0,
+        log_file=str(tmp_path / "log"),
     )
     n.start()
     try:
@@ -59,3 +66,39 @@ def test_lock_wait_timeout_and_killed_waiter(znode: Node, backend: str) -> None:
 
 def test_cluster_unique_service(znode: Node) -> None:
     sc.cluster_unique_service(znode, "")
+
+
+class Holder(sc.Locker):
+    @expose
+    def lost_notices(self):
+        return list(self.lost)
+
+
+def test_redis_restart_tells_the_holding_service(znode: Node, faults) -> None:
+    h = znode.newservice(Holder)
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(
+        znode.call(h, "hold", "acct", 4.0, "redis", timeout=30)))
+    t.start()
+    wait_for(lambda: znode.call(h, "get_log"))
+    first_fence = znode.call(h, "get_log")[0][1]
+    faults.restart_redis()
+    wait_for(lambda: znode.call(h, "lost_notices"), timeout=20)
+    assert tuple(znode.call(h, "lost_notices")[0]) == ("acct", first_fence)
+    t.join(30)
+    other = znode.newservice(Holder)
+    assert znode.call(other, "hold", "acct", 0.01, "redis") > first_fence
+
+
+def test_session_expiry_reregisters_names_and_reports_zk_locks(znode: Node, faults) -> None:
+    a = znode.newservice(sc.Member, "survivor")
+    h = znode.newservice(Holder)
+    t = threading.Thread(target=lambda: znode.call(h, "hold", "zkey", 3.0, "zk", timeout=30))
+    t.start()
+    wait_for(lambda: znode.call(h, "get_log"))
+    faults.expire_session(znode.coord)
+    wait_for(lambda: znode.call(h, "lost_notices"), timeout=30)
+    # The name comes back (re-registered by the node that still owns it).
+    wait_for(lambda: znode.coord.query_name("survivor") == a, timeout=30)
+    assert znode.call("survivor", "whoami") == a
+    t.join(30)
