@@ -48,7 +48,7 @@ class Blaster(Service):
 
 def servers_env() -> dict[str, str]:
     script = ROOT / "scripts" / "servers.sh"
-    if subprocess.run([script, "status"], capture_output=True).returncode != 0:
+    if subprocess.run([script, "status"], check=False, capture_output=True).returncode != 0:
         subprocess.run([script, "start"], check=True, capture_output=True)
     out = subprocess.run([script, "env"], check=True, capture_output=True, text=True).stdout
     return dict(line.split("=", 1) for line in out.split())
