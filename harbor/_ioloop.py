@@ -108,9 +108,6 @@ class IoLoop:
         if self.wake_rx in events:
             while self._recv(self.wake_rx) is not None:
                 pass
-        # Snapshot the send queue *before* applying control commands: a message in it was
-        # queued after set_peers published its peer, so that peer is applied below.
-        n_out = len(sh.out)
         while sh.ctl:
             self.control(sh.ctl.popleft())
         if self.pull in events:
@@ -129,6 +126,12 @@ class IoLoop:
                 self.read_monitor(sock)
             elif sock in self.by_push:
                 self.flush_peer(self.by_push[sock])
+        # Snapshot the send queue *before* applying control commands: a message in it was
+        # queued after set_peers queued its peer, so that peer is applied below. Taken
+        # after delivery, so replies produced by the deliver callbacks leave this turn.
+        n_out = len(sh.out)
+        while sh.ctl:
+            self.control(sh.ctl.popleft())
         self.flush_out(n_out)
         now = time.monotonic()
         if now >= self.next_hb:
