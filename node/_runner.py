@@ -95,6 +95,7 @@ class ServiceCore:
         self._node = node
         self._mailbox = mailbox
         self._services = node._services  # shared, read-only here: the send fast path
+        self._handlers = type(self)._handlers  # an instance slot: one lookup less per message
         self._state = STARTING
         self._session = 0
         self._suspended: dict[int, Task] = {}  # session -> coroutine waiting on it

@@ -37,8 +37,8 @@ class MonitorThread:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._name = name
-        # Owner: the monitor thread. index -> (version seen, since, reported)
-        self._seen: dict[int, tuple[int, float, bool]] = {}
+        # Owner: the monitor thread. index -> (message seen, since, reported)
+        self._seen: dict[int, tuple[object, float, bool]] = {}
         self.reports = 0
 
     def start(self) -> None:
@@ -58,7 +58,7 @@ class MonitorThread:
         out = []
         for w in self._workers:
             seen = self._seen.get(w.index)
-            if seen is not None and w.message is not None and w.version == seen[0]:
+            if seen is not None and w.message is not None and w.message is seen[0]:
                 out.append((w, now - seen[1]))
         return out
 
@@ -70,17 +70,17 @@ class MonitorThread:
                 self._check(w, now)
 
     def _check(self, w: Worker, now: float) -> None:
-        version, msg, svc = w.version, w.message, w.service
+        msg, svc = w.message, w.service
         seen = self._seen.get(w.index)
         if msg is None or svc is None:
             self._seen.pop(w.index, None)
             return
-        if seen is None or seen[0] != version:
-            self._seen[w.index] = (version, now, False)
+        if seen is None or seen[0] is not msg:
+            self._seen[w.index] = (msg, now, False)
             return
         if seen[2] or now - seen[1] < self.threshold:
             return
-        self._seen[w.index] = (version, seen[1], True)
+        self._seen[w.index] = (msg, seen[1], True)
         self.reports += 1
         source, session, kind, payload = msg
         method = payload[0] if kind <= 1 and isinstance(payload, tuple) else KIND_NAMES[kind]

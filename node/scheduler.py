@@ -37,13 +37,13 @@ def batch_size(length: int, weight: int) -> int:
 class Worker:
     """One worker thread's observable state, read by the monitor thread."""
 
-    __slots__ = ("index", "message", "service", "thread", "version", "weight")
+    __slots__ = ("index", "message", "service", "thread", "weight")
 
     def __init__(self, index: int, weight: int) -> None:
         self.index = index
         self.weight = weight
-        # Owner: the worker thread. Written before each message; read racily by the monitor.
-        self.version = 0
+        # Owner: the worker thread. Written before each message; read racily by the
+        # monitor, which compares message identity between checks (skynet's version).
         self.service: Any = None
         self.message: tuple[int, int, int, Any] | None = None
         self.thread: threading.Thread | None = None
@@ -148,7 +148,6 @@ class Scheduler:
                         msg = q.popleft()
                     except IndexError:
                         break
-                    w.version += 1
                     w.message = msg
                     try:
                         dispatch(msg)
