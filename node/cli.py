@@ -15,6 +15,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from coord.errors import CoordError
+
 from .errors import ConfigError, ServiceStartError
 
 EXIT_CONFIG = 2
@@ -99,6 +101,9 @@ def _run_node(args: argparse.Namespace) -> int:
         node = Node.from_config(cfg)
     except ServiceStartError as exc:
         print(f"skymesh: a service failed to start: {exc}\n{exc.remote_traceback}", file=sys.stderr)
+        return 1
+    except CoordError as exc:  # NodeIdTaken, CoordUnavailable: one clear line
+        print(f"skymesh: cannot join cluster {cfg.cluster!r}: {exc}", file=sys.stderr)
         return 1
     node._log(0, "info", f"node {node.node_id} up: {len(node.services())} services")
     try:

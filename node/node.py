@@ -176,9 +176,13 @@ class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
         from .launcher import Launcher
         from .logger import Logger
 
-        info = self.coord.start(
-            self._requested_id or None, socket.gethostname(), os.getpid(), self._endpoints()
-        )
+        try:
+            info = self.coord.start(
+                self._requested_id or None, socket.gethostname(), os.getpid(), self._endpoints()
+            )
+        except BaseException:
+            self.coord.stop()  # its threads must not outlive a node that never started
+            raise
         self.node_id = info.node_id
         self.incarnation = info.incarnation
         self._ext_handle = make_handle(self.node_id, 0)

@@ -217,3 +217,16 @@ def test_garbage_on_the_pull_port_loses_no_real_traffic(nodes, driver: Node) -> 
     dropped = {k: v for k, v in stats.items() if k.startswith("drop_") and v}
     assert {"drop_decode", "drop_version", "drop_nonmember"} <= set(dropped), dropped
     assert driver.call("p1", "where")["node"] == 1  # still serving
+
+
+def test_second_node_with_a_live_id_fails_fast(nodes, driver: Node) -> None:
+    first = nodes(1, [probe("p1")])
+    wait_members(driver, {1})
+    t0 = time.monotonic()
+    second = nodes(1, [probe("p1b")])
+    assert second.proc is not None
+    second.proc.wait(30)
+    assert second.proc.returncode == 1
+    assert time.monotonic() - t0 < 30
+    assert "cannot join cluster" in second.output()
+    assert first.proc is not None and first.proc.poll() is None
