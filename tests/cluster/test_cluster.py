@@ -230,3 +230,33 @@ def test_second_node_with_a_live_id_fails_fast(nodes, driver: Node) -> None:
     assert time.monotonic() - t0 < 30
     assert "cannot join cluster" in second.output()
     assert first.proc is not None and first.proc.poll() is None
+
+
+def test_restarted_node_never_gets_its_predecessors_replies(nodes, driver: Node) -> None:
+    nodes(1, [probe("p1")])
+    old = nodes(2, [probe("p2")])
+    wait_members(driver, {1, 2})
+    h1 = wait_name(driver, "p1")
+    wait_name(driver, "p2")
+    # Node 2 calls node 1, which answers only after node 2 has been replaced.
+    driver.send("p2", "relay", h1, "hang", 4.0)
+    time.sleep(0.5)
+    old_inc = driver.coord.members()[2].incarnation
+    old.kill()
+    wait_for(lambda: driver.coord.query_name("p2") is None, timeout=30)
+    nodes(2, [probe("p2")])
+    wait_for(lambda: 2 in driver.coord.members()
+             and driver.coord.members()[2].incarnation != old_inc, timeout=30)
+    wait_name(driver, "p2")
+    time.sleep(4.5)  # node 1's reply to the old incarnation has been sent or dropped
+
+    def dropped() -> int:
+        n1 = driver.call("@launcher:1", "node_stat")
+        n2 = driver.call("@launcher:2", "node_stat")
+        return (n1["drops"].get("node-down", 0)
+                + n2["harbor"].get("drop_stale-incarnation", 0))
+
+    wait_for(lambda: dropped() >= 1, timeout=20)
+    n2 = driver.call("@launcher:2", "node_stat")
+    assert n2["drops"].get("late-reply", 0) == 0  # nothing reached a service of the new node
+    assert driver.call("p2", "where")["node"] == 2
