@@ -18,6 +18,7 @@ from coord.errors import LockLost, LockTimeout, NameTaken
 
 from .address import Group, format_handle, group
 from .config import NodeConfig, load_config
+from .console import start_console
 from .errors import (
     CallError,
     CallFailed,
@@ -29,15 +30,19 @@ from .errors import (
     ServiceNotFound,
     ServiceStartError,
     SkymeshError,
+    SocketError,
 )
+from .gate import Agent, Gate
 from .node import Node
 from .service import Service, expose
 
 __all__ = [
+    "Agent",
     "CallError",
     "CallFailed",
     "CallTimeout",
     "ConfigError",
+    "Gate",
     "Group",
     "Interrupted",
     "LockLost",
@@ -51,8 +56,10 @@ __all__ = [
     "ServiceNotFound",
     "ServiceStartError",
     "SkymeshError",
+    "SocketError",
     "expose",
     "format_handle",
     "group",
     "load_config",
+    "start_console",
 ]

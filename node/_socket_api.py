@@ -15,22 +15,49 @@ and ``close`` are common handler names (the built-in ``.logger`` exposes
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 from ._runner import RUNNING, STARTING
-from ._socket_thread import sockets_of
+from ._socket_thread import SocketThread
 from ._traps import Wait
 from .errors import CallTimeout, SocketError
 from .message import CALL_TIMEOUT, SOCKET
 
 if TYPE_CHECKING:
     from ._runner import ServiceCore
+    from .node import Node
 
     _Base = ServiceCore
 else:
     _Base = object
 
-__all__ = ["SocketAPI"]
+__all__ = ["SocketAPI", "sockets_of"]
+
+_threads: dict[int, SocketThread] = {}  # id(node) -> its socket thread, while it runs
+_threads_lock = threading.Lock()
+
+
+def sockets_of(node: Node) -> SocketThread:
+    """The node's socket thread, started (and registered with the node) on first use."""
+    st = _threads.get(id(node))
+    if st is not None and st.node is node:
+        return st
+    with _threads_lock:
+        st = _threads.get(id(node))
+        if st is None or st.node is not node:
+            st = SocketThread(node)
+            st.on_stop = _forget
+            _threads[id(node)] = st
+            st.start()
+            node.add_component(st)
+    return st
+
+
+def _forget(st: SocketThread) -> None:
+    with _threads_lock:
+        if _threads.get(id(st.node)) is st:
+            del _threads[id(st.node)]
 
 
 class SocketAPI(_Base):

@@ -33,32 +33,15 @@ from typing import TYPE_CHECKING, Any
 from .message import ERR_OTHER, ERROR, REPLY, SOCKET
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .node import Node
 
-__all__ = ["HIGH_WATER", "SocketThread", "sockets_of"]
+__all__ = ["HIGH_WATER", "SocketThread"]
 
 HIGH_WATER = 1 << 20  # bytes buffered for one connection before the owner is warned
 READ_SIZE = 1 << 16
 SWEEP_EVERY = 1.0  # seconds between checks for sockets whose owner has ended
-
-_threads: dict[int, SocketThread] = {}  # id(node) -> its socket thread
-_threads_lock = threading.Lock()
-
-
-def sockets_of(node: Node) -> SocketThread:
-    """The node's socket thread, started (and registered with the node) on first use."""
-    st = _threads.get(id(node))
-    if st is not None and st.node is node:
-        return st
-    with _threads_lock:
-        st = _threads.get(id(node))
-        if st is None or st.node is not node:
-            st = SocketThread(node)
-            _threads[id(node)] = st
-            st.start()
-            node.add_component(st)
-    return st
-
 
 class _Conn:
     """One socket as the socket thread sees it. Owner: the socket thread."""
@@ -103,6 +86,7 @@ class SocketThread:
         self._running = False
         self._thread: threading.Thread | None = None
         self.counts = {"accepted": 0, "bytes_in": 0, "bytes_out": 0, "errors": 0}
+        self.on_stop: Callable[[SocketThread], None] | None = None  # set by the registry
 
     # -- any thread -----------------------------------------------------------------------
 
@@ -114,9 +98,8 @@ class SocketThread:
 
     def stop(self) -> None:
         """Close every socket (pending writes are dropped) and join the thread. Idempotent."""
-        with _threads_lock:
-            if _threads.get(id(self.node)) is self:
-                del _threads[id(self.node)]
+        if self.on_stop is not None:
+            self.on_stop(self)
         if not self._running:
             return
         self._command(("stop",))
@@ -273,9 +256,11 @@ class SocketThread:
                 sock, addr = lconn.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE and friends: keep listening, say so once per burst
+            except OSError as exc:  # EMFILE and friends: rest until the next sweep, say so once
                 self.counts["errors"] += 1
                 self.node._log(lconn.owner, "warning", f"accept on socket {lconn.id}: {exc}")
+                lconn.paused = True  # else a still-readable listener spins this loop
+                self._update(lconn)
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -425,11 +410,15 @@ class SocketThread:
             self._emit(conn, ("close", conn.id, reason))
 
     def _sweep(self) -> None:
-        """Close the sockets of services that have ended (nobody will ever read them)."""
+        """Close the sockets of services that have ended (nobody will ever read them);
+        let listeners that rested after an accept error listen again."""
         services = self.node._services
         for conn in list(self._conns.values()):
             if conn.owner not in services:
                 self._drop(conn, "owner gone", notify=False)
+            elif conn.kind == "listen" and conn.paused:  # resting after an accept error
+                conn.paused = False
+                self._update(conn)
 
 
 def _strerror(err: int) -> str:

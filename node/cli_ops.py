@@ -26,9 +26,9 @@ EXIT_FAIL, EXIT_USAGE = 1, 2
 
 def add_commands(sub: Any) -> None:
     """Add the operator subcommands to the ``skymesh`` parser's subparsers."""
-    h = sub.add_parser("health", help="exit 0 when this node is a live cluster member")
-    h.add_argument("--config", "-c", help="the node's TOML config (SKYMESH_* apply)")
-    h.add_argument("--timeout", type=float, default=5.0)
+    from . import cli_cluster
+
+    cli_cluster.add_commands(sub)
 
     c = sub.add_parser("console", help="the debug console of a node (interactive or -c CMD)")
     _console_args(c)
@@ -55,8 +55,11 @@ def _console_args(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run an operator subcommand; returns the exit status."""
-    if args.command == "health":
-        return _health(args)
+    from . import cli_cluster
+
+    done = cli_cluster.run(args)
+    if done is not None:
+        return done
     if args.command in ("console", "call", "status"):
         try:
             return _with_console(args)
@@ -222,29 +225,19 @@ def _print_status(view: dict[str, Any], as_json: bool) -> None:
 
 
 def _cluster_status(args: argparse.Namespace, cfg: Any, token: str | None) -> int:
-    """Members from ZooKeeper (read-only), then each member's console."""
-    from kazoo.client import KazooClient
-    from kazoo.exceptions import KazooException, NoNodeError
+    """Members, master, names and groups from ZooKeeper (read-only), then each console."""
+    from coord.errors import CoordError
+    from coord.observer import ClusterView
 
-    from coord.api import NodeInfo
-
-    root = f"/skymesh/{cfg.cluster}/nodes"
-    zk = KazooClient(hosts=cfg.zk_hosts, timeout=args.timeout, read_only=True)
     try:
-        zk.start(timeout=args.timeout)
-        members = {}
-        for child in zk.get_children(root):
-            data, _ = zk.get(f"{root}/{child}")
-            info = NodeInfo.from_json(data)
-            members[info.node_id] = info
-    except NoNodeError:
-        members = {}
-    except (KazooException, ValueError) as exc:  # kazoo's timeouts are KazooException too
+        with ClusterView(cfg.zk_hosts, cfg.cluster, args.timeout) as view:
+            members = view.members()
+            master, epoch = view.master()
+            names = view.names()
+            groups = view.groups()
+    except CoordError as exc:
         print(f"skymesh: ZooKeeper unreachable or unreadable: {exc}", file=sys.stderr)
         return EXIT_FAIL
-    finally:
-        zk.stop()
-        zk.close()
     per_node: dict[Any, Any] = {}
     failed = False
     for nid, info in sorted(members.items()):
@@ -261,38 +254,12 @@ def _cluster_status(args: argparse.Namespace, cfg: Any, token: str | None) -> in
         except OSError as exc:
             per_node[nid] = f"console unreachable: {exc}"
             failed = True
-    _print_status(_cluster_view(cfg.cluster, per_node), args.json)
+    doc = _cluster_view(cfg.cluster, per_node)
+    doc.update({
+        "master": master,
+        "epoch": epoch,
+        "names": {k: f":{v:016x}" for k, v in names.items()},
+        "groups": {g: [f":{h:016x}" for h in m] for g, m in groups.items()},
+    })
+    _print_status(doc, args.json)
     return EXIT_FAIL if failed else 0
-
-
-def _health(args: argparse.Namespace) -> int:
-    import coord
-    from coord.errors import CoordError
-
-    from .config import load_config
-    from .errors import ConfigError
-
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"skymesh: config error: {exc}", file=sys.stderr)
-        return 2
-    if cfg.zk_hosts is None:
-        print("standalone node: nothing to check in the cluster")
-        return 0
-    c = coord.connect(cfg.zk_hosts, None, cfg.cluster, session_timeout=max(args.timeout, 2.0))
-    try:
-        members = c.peek_members() if hasattr(c, "peek_members") else None
-        if members is None:
-            print("skymesh: this coord backend cannot list members from outside", file=sys.stderr)
-            return 1
-    except CoordError as exc:
-        print(f"skymesh: unhealthy: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        c.stop()
-    if cfg.node_id is not None and cfg.node_id not in members:
-        print(f"skymesh: node {cfg.node_id} is not a member of {cfg.cluster}", file=sys.stderr)
-        return 1
-    print(f"ok: {len(members)} node(s) in {cfg.cluster}")
-    return 0

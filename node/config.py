@@ -57,6 +57,7 @@ class NodeConfig:
     session_timeout: float = 10.0
     console_port: int | None = None
     console_token: str | None = None
+    console_bind: str = "127.0.0.1"  # a container sets 0.0.0.0 to be reachable from outside
     log_file: str | None = None
     log_level: str = "info"
     call_timeout: float = 10.0
@@ -72,7 +73,7 @@ class NodeConfig:
 _INT = {"workers", "console_port", "pull_port", "pub_port"}
 _FLOAT = {"call_timeout", "monitor_threshold", "session_timeout"}
 _STR = {"cluster", "bind", "advertise", "zk_hosts", "redis_url", "log_file", "log_level",
-        "console_token"}  # fmt: skip
+        "console_token", "console_bind"}  # fmt: skip
 _KEYS = {f.name for f in fields(NodeConfig)}
 
 
@@ -129,7 +130,8 @@ def _validate(raw: dict[str, Any]) -> NodeConfig:
         elif key in _STR:
             if not isinstance(value, str):
                 raise ConfigError(f"{key} must be a string, got {value!r}")
-            out[key] = value or None if key not in ("cluster", "bind", "log_level") else value
+            keep = ("cluster", "bind", "log_level", "console_bind")
+            out[key] = value or None if key not in keep else value
         elif key == "services":
             out[key] = _services(value)
     if out.get("log_level", "info") not in ("debug", "info", "warning", "error"):

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from coord.api import Held
 
+from ._socket_api import sockets_of
 from .address import format_handle
 from .errors import CallError, CallFailed
 from .gate import Agent, Gate
@@ -35,6 +36,24 @@ if TYPE_CHECKING:
 __all__ = ["Console", "ConsoleAgent", "parse_dest", "start_console"]
 
 OK, ERR = "<CMD OK>", "<CMD Error>"
+HELP = (
+    ("list", "every service: address, class, state, mailbox, messages, cpu"),
+    ("stat", "node figures: services, drops, workers, timers, sockets, messages/s"),
+    ("mem", "process memory and garbage collector figures"),
+    ("info <h>", "one service: stats, names, where its coroutines wait"),
+    ("kill <h>", "end a service"),
+    ("ping <h>", "round trip to a service"),
+    ("interrupt <h>", "raise Interrupted in the handler a service runs now"),
+    ("gc", "run the garbage collector"),
+    ("names", "local and global names"),
+    ("groups", "service groups and their members"),
+    ("locks", "cluster locks held by this node's coroutines"),
+    ("nodes", "cluster members, master and epoch"),
+    ("call <dest> <method> [arg ...]", "call a service; args JSON, else strings"),
+    ("status", "everything above as one JSON line (skymesh status)"),
+    ("auth <token>", "first line when the console has a token"),
+    ("quit", "close this session"),
+)
 RATE_EVERY = 1.0  # seconds between samples of messages handled
 
 
@@ -105,6 +124,7 @@ class ConsoleAgent(Agent):
         self.token = token
         self.authed = token is None
         self.token_failed = False
+        self.quitting = False
 
     async def on_client(self, data: bytes) -> None:
         line = data.decode("utf-8", "replace").strip()
@@ -120,6 +140,8 @@ class ConsoleAgent(Agent):
                 return
             text = "\n".join([*out, OK]) if out else OK
             self.send_client(text.encode())
+            if self.quitting:
+                self.close_client()
 
     def _check_auth(self, words: list[str]) -> list[str] | None:
         if self.authed:
@@ -140,14 +162,16 @@ class ConsoleAgent(Agent):
         cmd, args = words[0].lower(), words[1:]
         node = self._node
         if cmd == "help":
-            return [__doc__.split("Commands: ", 1)[1].split("``<h>``")[0].replace("\n", " ")]
+            return [f"{usage:<34} {what}" for usage, what in HELP]
         if cmd == "quit":
-            self.close_client()
-            return []
+            self.quitting = True
+            return ["bye"]
         if cmd == "list":
             return [_service_line(s) for s in node.services()]
         if cmd == "stat":
-            stats = dict(node.stats(), messages_per_second=await self._rate())
+            sockets = sockets_of(node)
+            stats = dict(node.stats(), sockets=sockets.count(), **sockets.counts,
+                         messages_per_second=await self._rate())
             return [f"{k}: {v}" for k, v in stats.items()]
         if cmd == "mem":
             return _mem()

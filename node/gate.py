@@ -11,8 +11,9 @@ Protection, each costing only the offending client its connection (one log
 line each): a frame longer than ``max_frame``; no complete frame for
 ``idle_timeout`` seconds (half-open peers and slowloris dribblers alike);
 more than ``max_clients`` connections; an agent's ``on_client`` raising
-(garbage). While an agent's mailbox holds more than ``mailbox_limit``
-messages its client is not read (TCP pushes back on the client).
+(garbage); not reading the replies (1 MiB waiting in the socket thread).
+While an agent's mailbox holds more than ``mailbox_limit`` messages its
+client is not read (TCP pushes back on the client).
 
 Example::
 
@@ -208,6 +209,11 @@ class Gate(Service):
             self.by_agent.pop(c.agent, None)
             self.send(c.agent, "gate_disconnect", reason)
 
+    def on_socket_warning(self, sock_id: int, buffered: int) -> None:
+        c = self.clients.get(sock_id)
+        if c is not None and buffered:
+            self._bad(sock_id, c.addr, f"not reading its replies ({buffered} bytes waiting)")
+
     def on_down(self, handle: int, reason: str) -> None:
         sid = self.by_agent.pop(handle, None)
         if sid is not None and sid in self.clients:
@@ -272,6 +278,7 @@ class Agent(Service):
 
     The gate starts it with ``(gate, sock_id, addr, framing, *agent_args)``;
     those are available as ``self.gate``, ``self.sock_id``, ``self.addr``.
+    Defining ``on_start`` in a subclass raises ``TypeError``: use ``on_connect``.
     If ``on_client`` raises, the client is closed with one log line. When
     the client goes, ``on_disconnect(reason)`` runs and the agent exits.
 
@@ -284,6 +291,12 @@ class Agent(Service):
             def on_client(self, data):
                 self.send_client(b"you said: " + data)
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "on_start" in vars(cls):
+            raise TypeError(f"{cls.__name__}: override on_connect, not on_start "
+                            "(the gate starts an agent with its own arguments)")
 
     def on_start(
         self, gate: int, sock_id: int, addr: tuple[str, int], framing: str, *args: Any

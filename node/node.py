@@ -81,6 +81,9 @@ class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
         advertise: str | None = None,
         pull_port: int = 0,
         pub_port: int = 0,
+        console_port: int | None = None,
+        console_token: str | None = None,
+        console_bind: str = "127.0.0.1",
     ) -> None:
         import coord
 
@@ -110,6 +113,7 @@ class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
             coordinator is not None and type(coordinator).__name__ != "EmbeddedCoordinator"
         )
         self._init_remote(bind, advertise, (pull_port, pub_port))
+        self._console = (console_port, console_token, console_bind)
         self._scheduler = Scheduler(workers, self._on_stray, self._on_overload, profile=profile)
         self._worker_threads: set[threading.Thread] = set()
         self._timer = TimerThread(self._fire_timer, self._scheduler.wake_if_idle_work)
@@ -154,6 +158,9 @@ class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
             advertise=cfg.advertise,
             pull_port=cfg.pull_port,
             pub_port=cfg.pub_port,
+            console_port=cfg.console_port,
+            console_token=cfg.console_token,
+            console_bind=cfg.console_bind,
             call_timeout=cfg.call_timeout,
             monitor_threshold=cfg.monitor_threshold,
             log_file=cfg.log_file,
@@ -196,6 +203,11 @@ class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
         self._logger = self.newservice(Logger, self._log_file, self._log_level, name=".logger")
         self._builtin.add(self._logger)
         self._builtin.add(self.newservice(Launcher, name=".launcher"))
+        port, token, bind = self._console
+        if port is not None:
+            from .console import start_console
+
+            self._builtin.add(start_console(self, port, token, host=bind))
 
     def __enter__(self) -> Node:
         return self
@@ -228,8 +240,13 @@ class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
         self._scheduler.stop()
 
     def _endpoints(self) -> dict[str, str]:
-        """Addresses this node advertises in membership."""
-        return self._harbor_endpoints(self._clustered)
+        """Addresses this node advertises in membership (harbor sockets, console)."""
+        endpoints = self._harbor_endpoints(self._clustered)
+        port, _, bind = self._console
+        if port:
+            host = self._advertise if bind in ("0.0.0.0", "::") else bind
+            endpoints["console"] = f"{host}:{port}"
+        return endpoints
 
     def _stop_services(self, handles: list[int], deadline: float) -> None:
         for h in handles:

@@ -378,7 +378,10 @@ class Service(SocketAPI, ServiceCore):
 
 
 _RESERVED = frozenset(
-    name for name in vars(Service) if not name.startswith("_") and not name.startswith("on_")
+    name
+    for klass in Service.__mro__
+    for name in vars(klass)
+    if not name.startswith("_") and not name.startswith("on_")
 )
 
 

@@ -79,7 +79,7 @@ def nodes(servers: dict[str, str], cluster: str, tmp_path: Path,
           request: pytest.FixtureRequest) -> Iterator[Callable[..., NodeProc]]:
     started: list[NodeProc] = []
 
-    def start(node_id: int, services: list[dict[str, Any]]) -> NodeProc:
+    def start(node_id: int, services: list[dict[str, Any]], **extra: str) -> NodeProc:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SKYMESH_")}
         env.update({
             "PYTHONPATH": str(ROOT),
@@ -91,6 +91,7 @@ def nodes(servers: dict[str, str], cluster: str, tmp_path: Path,
             "SKYMESH_SERVICES": json.dumps(services),
             "SKYMESH_LOG_FILE": str(tmp_path / f"node{node_id}.log"),
             "SKYMESH_CALL_TIMEOUT": "20",
+            **extra,
         })
         p = NodeProc(node_id, env, tmp_path / f"node{node_id}.log").start()
         started.append(p)

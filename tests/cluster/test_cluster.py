@@ -260,3 +260,37 @@ def test_restarted_node_never_gets_its_predecessors_replies(nodes, driver: Node)
     n2 = driver.call("@launcher:2", "node_stat")
     assert n2["drops"].get("late-reply", 0) == 0  # nothing reached a service of the new node
     assert driver.call("p2", "where")["node"] == 2
+
+
+def test_status_from_outside(nodes, driver: Node, servers, cluster) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from node._remote import free_port
+
+    ports = {i: free_port("127.0.0.1") for i in (1, 2, 3)}
+    for i in (1, 2, 3):
+        nodes(i, [probe(f"p{i}", "seats")], SKYMESH_CONSOLE_PORT=str(ports[i]))
+    wait_members(driver, {1, 2, 3})
+    for i in (1, 2, 3):
+        wait_name(driver, f"p{i}")
+    wait_for(lambda: len(driver.coord.group_members("seats")) == 3, timeout=30)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SKYMESH_")}
+    env.update({"SKYMESH_ZK_HOSTS": servers["zk"], "SKYMESH_CLUSTER": cluster})
+    p = subprocess.run([sys.executable, "-m", "node.cli", "status", "--json"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    doc = json.loads(p.stdout)
+    assert {"1", "2", "3"} <= set(doc["nodes"])
+    assert doc["master"] in (1, 2, 3, 100)
+    assert doc["epoch"] >= 1
+    assert {"p1", "p2", "p3"} <= set(doc["names"])
+    assert len(doc["groups"]["seats"]) == 3
+    for i in (1, 2, 3):
+        classes = [s["class"] for s in doc["nodes"][str(i)]["services"]]
+        assert "Probe" in classes
+    assert doc["nodes"]["100"] == "no console advertised"
+    p = subprocess.run([sys.executable, "-m", "node.cli", "status"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert "3 node(s)" in p.stdout or "4 node(s)" in p.stdout

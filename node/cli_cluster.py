@@ -1,0 +1,111 @@
+"""Cluster subcommands of the ``skymesh`` CLI: ``health`` and ``config get|set|list``.
+
+Both read ZooKeeper from outside (``coord.observer.ClusterView``) with the
+node settings from ``--config`` and ``SKYMESH_*``; neither joins the cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``health`` and ``config`` to the ``skymesh`` subparsers."""
+    h = sub.add_parser("health", help="exit 0 when this node is a live cluster member")
+    h.add_argument("--config", "-c", help="the node's TOML config (SKYMESH_* apply)")
+    h.add_argument("--timeout", type=float, default=5.0)
+    c = sub.add_parser("config", help="read or change cluster config (watched by services)")
+    c.add_argument("--config", "-c", dest="config_file", help="a node TOML for zk_hosts/cluster")
+    c.add_argument("action", choices=["get", "set", "list"])
+    c.add_argument("key", nargs="?")
+    c.add_argument("value", nargs="?", help="a JSON value (a bare word is taken as a string)")
+
+
+def run(args: argparse.Namespace) -> int | None:
+    """Run ``health`` or ``config``; None if the command is not one of these."""
+    if args.command == "health":
+        return _health(args)
+    if args.command == "config":
+        return _config(args)
+    return None
+
+
+def _view(config_file: str | None) -> tuple[Any, Any] | int:
+    from coord.observer import ClusterView
+
+    from .config import load_config
+    from .errors import ConfigError
+
+    try:
+        cfg = load_config(config_file)
+    except ConfigError as exc:
+        print(f"skymesh: config error: {exc}", file=sys.stderr)
+        return 2
+    if cfg.zk_hosts is None:
+        print("skymesh: no zk_hosts configured (SKYMESH_ZK_HOSTS): nothing to read",
+              file=sys.stderr)
+        return 2
+    return cfg, ClusterView(cfg.zk_hosts, cfg.cluster)
+
+
+def _health(args: argparse.Namespace) -> int:
+    from coord.errors import CoordError
+
+    from .config import load_config
+    from .errors import ConfigError
+
+    try:
+        if load_config(args.config).zk_hosts is None:
+            print("standalone node: nothing to check in the cluster")
+            return 0
+    except ConfigError:
+        pass  # _view prints it
+    made = _view(args.config)
+    if isinstance(made, int):
+        return made
+    cfg, view = made
+    try:
+        with view:
+            members = view.members()
+    except CoordError as exc:
+        print(f"skymesh: unhealthy: {exc}", file=sys.stderr)
+        return 1
+    if cfg.node_id is not None and cfg.node_id not in members:
+        print(f"skymesh: node {cfg.node_id} is not a member of {cfg.cluster}", file=sys.stderr)
+        return 1
+    print(f"ok: {len(members)} node(s) in {cfg.cluster}")
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    from coord.errors import CoordError
+
+    made = _view(args.config_file)
+    if isinstance(made, int):
+        return made
+    _, view = made
+    try:
+        with view:
+            if args.action == "list":
+                print(json.dumps(view.config_list(), indent=2, sort_keys=True))
+            elif args.key is None:
+                print("skymesh: config get|set needs a key", file=sys.stderr)
+                return 2
+            elif args.action == "get":
+                print(json.dumps(view.config_get(args.key)))
+            else:
+                if args.value is None:
+                    print("skymesh: config set needs a value", file=sys.stderr)
+                    return 2
+                try:
+                    value = json.loads(args.value)
+                except ValueError:
+                    value = args.value
+                view.config_set(args.key, value)
+    except (CoordError, ValueError) as exc:
+        print(f"skymesh: {exc}", file=sys.stderr)
+        return 1
+    return 0
