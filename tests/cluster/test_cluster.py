@@ -294,3 +294,43 @@ def test_status_from_outside(nodes, driver: Node, servers, cluster) -> None:
     p = subprocess.run([sys.executable, "-m", "node.cli", "status"], env=env,
                        capture_output=True, text=True, timeout=60)
     assert "3 node(s)" in p.stdout or "4 node(s)" in p.stdout
+
+
+def test_bank_transfers_from_every_node_keep_the_total(nodes, driver: Node) -> None:
+    import random
+
+    from examples.bank.bank import LEDGER_GROUP, TELLER_GROUP, ledger
+
+    svcs = [{"class": "examples.bank.bank:Ledger"}, {"class": "examples.bank.bank:Teller"}]
+    for i in (1, 2, 3):
+        nodes(i, svcs)
+    wait_members(driver, {1, 2, 3})
+    wait_for(lambda: len(driver.coord.group_members(LEDGER_GROUP)) == 3
+             and len(driver.coord.group_members(TELLER_GROUP)) == 3, timeout=30)
+    accounts = [f"a{i}" for i in range(12)]
+    for a in accounts:
+        driver.call(ledger(a), "open", a, 100)
+    tellers = driver.coord.group_members(TELLER_GROUP)
+    assert {t >> 32 for t in tellers} == {1, 2, 3}
+    errors: list = []
+
+    def load(teller: int, seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(25):
+            src, dst = rng.sample(accounts, 2)
+            try:
+                driver.call(teller, "transfer", src, dst, rng.randint(1, 40), timeout=60)
+            except CallError as exc:
+                if exc.remote_type != "InsufficientFunds":
+                    errors.append(exc)
+
+    threads = [threading.Thread(target=load, args=(t, k)) for k, t in enumerate(tellers * 2)]
+    for t in threads:
+        t.start()
+    audits = [driver.call(tellers[0], "audit", accounts, timeout=60)]
+    for t in threads:
+        t.join(120)
+    audits.append(driver.call(tellers[1], "audit", accounts, timeout=60))
+    assert errors == []
+    assert audits == [1200, 1200]
+    assert sum(driver.call(t, "transfers") for t in tellers) > 50
