@@ -102,7 +102,7 @@ start_zk() {
     if zk_ok; then
         # Ours but its pidfile was lost (e.g. removed by a racing older script): adopt it.
         local pid
-        pid="$(pgrep -f -o "QuorumPeerMain $ZK_DIR/zoo.cfg" || true)"
+        pid="$(pgrep -f -o "QuorumPeerMain $ZK_DIR/zoo.cfg" 2>/dev/null || true)"
         [[ -n "$pid" ]] || die "something else already answers on 127.0.0.1:$ZK_PORT"
         echo "$pid" >"$ZK_PID"
         log "adopted running zookeeper (pid $pid)"
@@ -180,6 +180,7 @@ status() {
 case "${1:-}" in
     start | stop | restart-redis | stop-redis | start-redis | stop-zk | start-zk)
         # One operation at a time: concurrent test sessions share this state dir.
+        # Servers are started with fd 9 closed so they never hold this lock.
         mkdir -p "$DIR"
         exec 9>"$DIR/.lock"
         flock -w 300 9 || die "timed out waiting for $DIR/.lock"

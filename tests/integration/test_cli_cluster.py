@@ -20,10 +20,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def skymesh(servers: dict[str, str], cluster: str, *args: str, **env: str) -> tuple[int, str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("SKYMESH_")}
-    full.update({"PYTHONPATH": str(ROOT), "SKYMESH_ZK_HOSTS": servers["zk"],
-                 "SKYMESH_CLUSTER": cluster, **env})
-    p = subprocess.run([sys.executable, "-m", "node.cli", *args], env=full, cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
+    full.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "SKYMESH_ZK_HOSTS": servers["zk"],
+            "SKYMESH_CLUSTER": cluster,
+            **env,
+        }
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "node.cli", *args],
+        env=full,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return p.returncode, p.stdout + p.stderr
 
 

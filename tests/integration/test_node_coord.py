@@ -77,8 +77,9 @@ class Holder(sc.Locker):
 def test_redis_restart_tells_the_holding_service(znode: Node, faults) -> None:
     h = znode.newservice(Holder)
     out: list = []
-    t = threading.Thread(target=lambda: out.append(
-        znode.call(h, "hold", "acct", 4.0, "redis", timeout=30)))
+    t = threading.Thread(
+        target=lambda: out.append(znode.call(h, "hold", "acct", 4.0, "redis", timeout=30))
+    )
     t.start()
     wait_for(lambda: znode.call(h, "get_log"))
     first_fence = znode.call(h, "get_log")[0][1]

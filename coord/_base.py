@@ -1,0 +1,107 @@
+"""What both backends share: threads, listeners, the ring cache, lock dispatch."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from coord._runtime import Pool, SerialWorker, Timer, log
+from coord.api import (
+    AcquiredCallback,
+    Coordinator,
+    CoordListener,
+    LockRequest,
+    LostCallback,
+    NodeInfo,
+)
+from coord.hashring import HashRing
+
+if TYPE_CHECKING:
+    from coord.redis_lock import RedisLocks
+
+T = TypeVar("T")
+
+
+class CoordBase(Coordinator):
+    """Threads, listener fan-out and ``pick`` for a concrete backend."""
+
+    def __init__(self, name: str, redis_url: str | None, cluster: str) -> None:
+        self._notifier = SerialWorker(f"coord-{name}-notify")
+        self._timer = Timer(f"coord-{name}-timer")
+        self._pool = Pool(f"coord-{name}-pool")
+        self._listeners: list[CoordListener] = []
+        self._rings: dict[str, HashRing] = {}
+        self._ring_lock = threading.Lock()
+        self._cluster = cluster
+        self._redis: RedisLocks | None = None
+        if redis_url is not None:
+            from coord.redis_lock import RedisLocks
+
+            self._redis = RedisLocks(redis_url, cluster, self._notifier)
+        self._info: NodeInfo | None = None
+        self._stopped = False
+
+    @property
+    def node(self) -> NodeInfo | None:
+        """This node's info once started, else None."""
+        return self._info
+
+    def add_listener(self, listener: CoordListener) -> None:
+        """Deliver events to ``listener`` on the notifier thread."""
+        self._listeners.append(listener)
+
+    def _emit(self, method: str, *args: Any) -> None:
+        """Call ``method(*args)`` on every listener, on the notifier thread."""
+
+        def fan_out() -> None:
+            for listener in list(self._listeners):
+                fn: Callable[..., None] | None = getattr(listener, method, None)
+                if fn is None:
+                    continue
+                try:
+                    fn(*args)
+                except Exception:
+                    log.exception("coord: listener %s.%s failed", listener, method)
+
+        self._notifier.post(fan_out)
+
+    def submit(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        callback: Callable[[T | None, BaseException | None], None],
+    ) -> None:
+        """Run ``fn(*args)`` on coord's pool, then ``callback(result, exc)`` there."""
+        self._pool.submit(fn, args, callback)
+
+    def pick(self, group: str, key: object) -> int | None:
+        """The member of ``group`` owning ``key`` on its consistent-hash ring."""
+        members = self.group_members(group)
+        with self._ring_lock:
+            ring = self._rings.get(group)
+            if ring is None or list(ring.members) != members:
+                ring = HashRing(members)
+                self._rings[group] = ring
+        return ring.get(key)
+
+    def _redis_lock(
+        self,
+        key: str,
+        ttl: float,
+        wait: float | None,
+        on_acquired: AcquiredCallback,
+        on_lost: LostCallback,
+    ) -> LockRequest | None:
+        """A Redis lock request when Redis is configured, else None."""
+        if self._redis is None:
+            return None
+        return self._redis.lock(key, ttl, wait, on_acquired, on_lost)
+
+    def _stop_common(self) -> None:
+        """Stop Redis locks and coord's threads (after backend-specific cleanup)."""
+        if self._redis is not None:
+            self._redis.close()
+        self._pool.stop()
+        self._timer.stop()
+        self._notifier.stop()

@@ -1,0 +1,382 @@
+"""Redis locks: ``SET key token NX PX ttl``, fenced, renewed, FIFO-fair.
+
+Keys for lock ``k`` of cluster ``c`` (prefix ``P = skymesh:c:lock:k``):
+
+- ``P``          the lease: the holder's random token, with a PX ttl
+- ``P:fence``    fencing counter, INCR on every acquisition
+- ``P:q``        waiter queue, a ZSET of tokens scored by arrival (``P:qseq``)
+- ``P:w:<tok>``  a waiter's heartbeat (PX); a head whose heartbeat expired is
+                 dropped, so a dead waiter cannot block the queue
+
+Only the queue head may take a free lease, which makes waiting FIFO. Release
+and renewal compare the token in Lua. Releases publish the key on one channel
+per cluster; waiters retry on that notice, and on a jittered timer as the
+fallback. One engine thread drives every request and renewal of this process.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from functools import partial
+from typing import Any
+
+from coord._redis_url import make_client
+from coord._runtime import SerialWorker, log
+from coord.api import AcquiredCallback, Held, LockRequest, LostCallback
+from coord.errors import CoordUnavailable, LockTimeout
+
+__all__ = ["RedisLocks"]
+
+# The fence never drops below Redis' clock in microseconds, so fences keep
+# growing even when Redis restarts without persistence and INCR restarts at 1.
+_ACQUIRE = """
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then return -1 end
+local wttl = tonumber(ARGV[3])
+if not redis.call('ZSCORE', KEYS[3], ARGV[1]) then
+  redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[1])
+end
+redis.call('PEXPIRE', KEYS[3], wttl * 4)
+redis.call('PEXPIRE', KEYS[4], wttl * 4)
+redis.call('SET', ARGV[4] .. ARGV[1], '1', 'PX', wttl)
+while true do
+  local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+  if head == ARGV[1] then break end
+  if redis.call('EXISTS', ARGV[4] .. head) == 1 then return 0 end
+  redis.call('ZREM', KEYS[3], head)
+end
+if cur then return 0 end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('DEL', ARGV[4] .. ARGV[1])
+local f = redis.call('INCR', KEYS[2])
+local t = redis.call('TIME')
+local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if f < floor then
+  redis.call('SET', KEYS[2], string.format('%d', floor))
+  f = floor
+end
+return f
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  return 1
+end
+return 0
+"""
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+_DEQUEUE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', ARGV[2] .. ARGV[1])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"""
+
+_WAITER_TTL_MS = 3000
+_RETRY = (0.1, 0.3)  # fallback retry interval while waiting, seconds (jittered)
+_SAFETY = 0.9  # a lease is trusted for this fraction of ttl after the call that set it
+
+
+class _RedisHeld(Held):
+    def __init__(self, req: _RedisRequest, fence: int, since: float) -> None:
+        self.key = req.key
+        self.fence = fence
+        self.backend = "redis"
+        self.req = req
+        self.valid_until = since + req.ttl * _SAFETY
+        self.next_renew = since + req.ttl / 3
+        self.released = False
+        self.lost = False
+
+    @property
+    def valid(self) -> bool:
+        return not (self.released or self.lost) and time.monotonic() < self.valid_until
+
+    def release(self) -> None:
+        self.req.locks.release(self)
+
+    def __repr__(self) -> str:
+        return f"<Held redis {self.key!r} fence={self.fence} valid={self.valid}>"
+
+
+class _RedisRequest(LockRequest):
+    def __init__(
+        self,
+        locks: RedisLocks,
+        key: str,
+        ttl: float,
+        wait: float | None,
+        on_acquired: AcquiredCallback,
+        on_lost: LostCallback,
+    ) -> None:
+        self.locks = locks
+        self.key = key
+        self.ttl = ttl
+        self.deadline = None if wait is None else time.monotonic() + wait
+        self.wait = wait
+        self.on_acquired = on_acquired
+        self.on_lost = on_lost
+        self.token = os.urandom(12).hex()
+        self.state = "waiting"  # -> held | done (timed out, cancelled, failed)
+        self.due = 0.0  # next attempt, monotonic
+        self.woken = False  # a release notice came while an attempt was in flight
+        self.held: _RedisHeld | None = None
+
+    def cancel(self) -> None:
+        self.locks.cancel(self)
+
+
+class RedisLocks:
+    """Every Redis lock of one coordinator: one engine and one pub/sub thread."""
+
+    def __init__(self, url: str, cluster: str, notifier: SerialWorker) -> None:
+        """Connect lazily to ``url``; ``ValueError`` if the URL is malformed."""
+        self._r = make_client(url)
+        self._prefix = f"skymesh:{cluster}:lock:"
+        self._channel = f"skymesh:{cluster}:lock-released"
+        self._notifier = notifier
+        self._acquire = self._r.register_script(_ACQUIRE)
+        self._release = self._r.register_script(_RELEASE)
+        self._extend = self._r.register_script(_EXTEND)
+        self._dequeue = self._r.register_script(_DEQUEUE)
+        self._cond = threading.Condition()
+        self._waiting: list[_RedisRequest] = []  # Invariant: state == "waiting"
+        self._held: list[_RedisHeld] = []  # Invariant: not released and not lost
+        self._cleanup: list[_RedisRequest] = []  # withdrawn: remove from the Redis queue
+        self._stopping = False
+        self._engine = threading.Thread(target=self._run, name="coord-redis-locks", daemon=True)
+        self._subscriber = threading.Thread(
+            target=self._listen, name="coord-redis-pubsub", daemon=True
+        )
+        self._engine.start()
+        self._subscriber.start()
+
+    def _keys(self, key: str) -> list[str]:
+        p = self._prefix + key
+        return [p, p + ":fence", p + ":q", p + ":qseq"]
+
+    def lock(
+        self,
+        key: str,
+        ttl: float,
+        wait: float | None,
+        on_acquired: AcquiredCallback,
+        on_lost: LostCallback,
+    ) -> LockRequest:
+        """Queue a request; the engine thread acquires it (non-blocking)."""
+        if ttl <= 0:
+            raise ValueError("ttl must be > 0")
+        req = _RedisRequest(self, key, ttl, wait, on_acquired, on_lost)
+        with self._cond:
+            if self._stopping:
+                req.state = "done"
+                self._notifier.post(lambda: on_acquired(CoordUnavailable("stopped")))
+                return req
+            self._waiting.append(req)
+            self._cond.notify()
+        return req
+
+    def cancel(self, req: _RedisRequest) -> None:
+        """Withdraw ``req`` (the engine removes its queue entry) or release its lock."""
+        with self._cond:
+            if req.state == "waiting":
+                req.state = "done"
+                self._waiting.remove(req)
+                self._cleanup.append(req)
+                self._cond.notify()
+                return
+            held = req.held
+        if held is not None:
+            self.release(held)
+
+    def release(self, held: _RedisHeld) -> None:
+        """Release ``held`` (blocking); no-op when already released or lost."""
+        with self._cond:
+            if held.released:
+                return
+            held.released = True
+            was_held = not held.lost
+            if was_held:
+                self._held.remove(held)
+        if was_held:
+            try:
+                self._release(self._keys(held.key)[:1], [held.req.token, self._channel, held.key])
+            except Exception as exc:  # the lease expires by itself
+                log.warning("coord: releasing redis lock %r failed: %s", held.key, exc)
+
+    def close(self) -> None:
+        """Release held locks (reported lost), fail waiters, join the threads."""
+        with self._cond:
+            self._stopping = True
+            waiting, self._waiting = self._waiting, []
+            held = list(self._held)
+            self._cond.notify()
+        self._engine.join(10)
+        self._subscriber.join(10)
+        for req in waiting:
+            req.state = "done"
+            self._remove_waiter(req)
+            self._notifier.post(partial(req.on_acquired, CoordUnavailable("coordinator stopped")))
+        for h in held:
+            self.release(h)
+            self._notifier.post(partial(h.req.on_lost, h))
+        self._r.close()
+
+    # engine thread
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopping:
+                        return
+                    now = time.monotonic()
+                    due_req = [r for r in self._waiting if r.due <= now]
+                    due_held = [h for h in self._held if h.next_renew <= now]
+                    cleanup, self._cleanup = self._cleanup, []
+                    if due_req or due_held or cleanup:
+                        break
+                    nxt = min(
+                        [r.due for r in self._waiting] + [h.next_renew for h in self._held],
+                        default=now + 1.0,
+                    )
+                    self._cond.wait(max(0.0, nxt - now))
+            try:
+                for h in due_held:
+                    self._renew(h)
+                for r in cleanup:
+                    self._remove_waiter(r)
+                for r in due_req:
+                    self._attempt(r)
+            except Exception:  # a bug here must not stop every lock of the process
+                log.exception("coord: redis lock engine error")
+                time.sleep(0.05)
+
+    def _remove_waiter(self, req: _RedisRequest) -> None:
+        try:
+            self._dequeue(
+                [self._keys(req.key)[2]],
+                [req.token, self._prefix + req.key + ":w:", self._channel, req.key],
+            )
+        except Exception as exc:  # its heartbeat expires, then it is dropped
+            log.warning("coord: dequeue of redis lock %r failed: %s", req.key, exc)
+
+    def _attempt(self, req: _RedisRequest) -> None:
+        now = time.monotonic()
+        if req.deadline is not None and now >= req.deadline:
+            with self._cond:
+                if req.state != "waiting":
+                    return
+                req.state = "done"
+                self._waiting.remove(req)
+            self._remove_waiter(req)
+            exc = LockTimeout(f"redis lock {req.key!r} not acquired in {req.wait}s")
+            self._notifier.post(lambda: req.on_acquired(exc))
+            return
+        with self._cond:
+            req.woken = False
+        try:
+            fence = int(
+                self._acquire(
+                    self._keys(req.key),
+                    [
+                        req.token,
+                        int(req.ttl * 1000),
+                        _WAITER_TTL_MS,
+                        self._prefix + req.key + ":w:",
+                    ],
+                )
+            )
+        except Exception as exc:
+            log.warning("coord: redis lock %r attempt failed: %s", req.key, exc)
+            fence = 0
+        with self._cond:
+            if fence <= 0:
+                if req.state != "waiting":  # cancelled meanwhile
+                    self._cleanup.append(req)
+                    self._cond.notify()
+                elif req.woken:  # the notice raced this attempt: retry at once
+                    req.due = 0.0
+                else:
+                    req.due = time.monotonic() + random.uniform(*_RETRY)
+                    if req.deadline is not None:
+                        req.due = min(req.due, req.deadline)
+                return
+            held = _RedisHeld(req, fence, now)
+            req.held = held
+            self._held.append(held)
+            if req.state == "waiting":
+                req.state = "held"
+                self._waiting.remove(req)
+                self._notifier.post(lambda: req.on_acquired(held))
+                return
+        self.release(held)  # acquired after cancel: give it back at once
+
+    def _renew(self, held: _RedisHeld) -> None:
+        t0 = time.monotonic()
+        try:
+            ok = bool(
+                self._extend(self._keys(held.key)[:1], [held.req.token, int(held.req.ttl * 1000)])
+            )
+        except Exception as exc:
+            log.warning("coord: renewing redis lock %r failed: %s", held.key, exc)
+            with self._cond:
+                if time.monotonic() < held.valid_until:
+                    held.next_renew = time.monotonic() + min(0.1, held.req.ttl / 10)
+                    return
+            ok = False
+        with self._cond:
+            if held.released or held.lost:
+                return
+            if ok:
+                held.valid_until = t0 + held.req.ttl * _SAFETY
+                held.next_renew = t0 + held.req.ttl / 3
+                return
+            held.lost = True
+            self._held.remove(held)
+        self._notifier.post(lambda: held.req.on_lost(held))
+
+    # pub/sub thread
+
+    def _listen(self) -> None:
+        pubsub: Any = None
+        while not self._stopping:
+            try:
+                if pubsub is None:
+                    pubsub = self._r.pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(self._channel)
+                    self._wake(None)  # notices may have been missed while away
+                msg = pubsub.get_message(timeout=0.5)
+                if msg is not None and msg.get("type") == "message":
+                    data = msg["data"]
+                    self._wake(data.decode() if isinstance(data, bytes) else str(data))
+            except Exception as exc:
+                log.debug("coord: redis pub/sub reconnecting: %s", exc)
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:
+                        log.debug("coord: closing pub/sub failed", exc_info=True)
+                pubsub = None
+                time.sleep(random.uniform(0.1, 0.3))
+        if pubsub is not None:
+            pubsub.close()
+
+    def _wake(self, key: str | None) -> None:
+        with self._cond:
+            for req in self._waiting:
+                if key is None or req.key == key:
+                    req.due = 0.0
+                    req.woken = True
+            self._cond.notify()
