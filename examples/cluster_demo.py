@@ -1,7 +1,8 @@
 """The service each node of ``docker-compose.yml`` runs (``examples.cluster_demo:ClusterDemo``).
 
 It makes a node's presence visible cluster-wide: a global name ``demo.<node id>``
-and a place in the group ``demo``, both gone when the node is.
+and a place in the group ``demo``, both gone when the node is. ``ask`` makes one
+node's demo call another's, so a single call from outside crosses two nodes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from node import Service, expose, format_handle
 
 
 class ClusterDemo(Service):
-    """Answers ``whoami`` and ``ping``; registered as ``demo.<node id>``."""
+    """Answers ``whoami``, ``ping`` and ``ask``; registered as ``demo.<node id>``."""
 
     async def on_start(self) -> None:
         self.node_id = self.handle >> 32
@@ -30,3 +31,9 @@ class ClusterDemo(Service):
     @expose
     def ping(self) -> str:
         return "pong"
+
+    @expose
+    async def ask(self, name: str) -> dict[str, object]:
+        """``whoami`` of the service called ``name`` (another node's demo), asked from here."""
+        answer: dict[str, object] = await self.call(name, "whoami")
+        return {"asked_by": self.name, "answer": answer}

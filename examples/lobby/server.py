@@ -24,6 +24,9 @@ ROOMS_GROUP = "lobby.rooms"
 MAX_NICK = 24
 
 
+SHOUT_CHANNEL = "lobby.shout"
+
+
 class Room(Service):
     """Hosts every room whose name hashes to it in the group ``lobby.rooms``."""
 
@@ -104,6 +107,10 @@ class Player(Agent):
             return "ok bye"
         if self.nick is None:
             raise PermissionError("login first")
+        if cmd == "shout":
+            # Lobby-wide chat through a channel: every logged-in player on every node.
+            self.publish(SHOUT_CHANNEL, f"{self.nick} shouts: {arg}")
+            return "ok shouted"
         if cmd == "join":
             if not arg.isidentifier():
                 raise ValueError("room names are identifiers")
@@ -139,12 +146,16 @@ class Player(Agent):
             except NameTaken:
                 raise PermissionError(f"nick {nick} is taken") from None
         self.nick = nick
+        self.subscribe(SHOUT_CHANNEL)
         return f"ok hello {nick}"
 
     async def _leave(self) -> None:
         if self.room is not None:
             room, self.room = self.room, None
             await self.call(self.room_host, "leave", room, self.handle)
+
+    def on_channel(self, channel: str, source: int, payload: str) -> None:
+        self.send_client(f"* {payload}".encode())
 
     @expose
     def deliver(self, line: str) -> None:

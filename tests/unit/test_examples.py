@@ -36,6 +36,8 @@ def test_lobby_login_rooms_and_chat(node: Node, lobby) -> None:
     ann.wait_chat("hall bob: hi all")
     bob.wait_chat("hall bob: hi all")
     assert ann.command("who") == "ok ann bob"
+    assert ann.command("shout to the lobby") == "ok shouted"  # a channel: every player
+    bob.wait_chat("* ann shouts: to the lobby")
 
     # The text port: what a person types into nc.
     with socket.create_connection(("127.0.0.1", lobby["text"]), timeout=5) as nc:
