@@ -31,6 +31,7 @@ COUNTERS: Final = (
     "heartbeats_out",
     "peers",
     "peers_down",
+    "peers_revived",
 )
 
 

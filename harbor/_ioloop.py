@@ -23,6 +23,7 @@ from harbor.transport import DeliverFn, DeliverPubFn, PeerDownFn, PeerInfo
 from harbor.wire import (
     FRAME_OVERHEAD,
     HEARTBEAT_TOPIC,
+    Frame,
     check_header,
     decode_frame,
     decode_publication,
@@ -33,6 +34,7 @@ from harbor.wire import (
 # A turn stops reading PULL after this many frames or this long, so heartbeats go out and
 # come in on time however much traffic (or however slow a deliver callback) there is.
 PULL_PER_TURN: Final = 256
+PARK_LIMIT: Final = 256
 TURN_BUDGET: Final = 0.02  # seconds
 # Frames are packed up to this size (or max_frame if smaller): big enough to amortize the
 # per-frame cost, small enough that decoding one never holds the receiver's turn for long.
@@ -74,6 +76,10 @@ class IoLoop:
         # peers in self.peers (and their open sockets).
         self.peers: dict[int, Peer] = {}  # node id -> peer, as last applied from set_peers
         self.members: dict[int, int] = {}  # node id -> incarnation
+        # Frames from a node id not (yet) in the peer set, held up to join_grace: a node
+        # that just joined may call us before our membership watch shows it.
+        # Invariant: at most PARK_LIMIT entries; each is delivered or dropped once.
+        self.parked: list[tuple[float, Frame]] = []
         self.by_monitor: dict[zmq.Socket[bytes], Peer] = {}  # PUSH monitor socket -> peer
         self.by_push: dict[zmq.Socket[bytes], Peer] = {}  # PUSH socket -> peer
         self.by_pub_endpoint: dict[str, Peer] = {}  # SUB-connected endpoint -> peer
@@ -137,6 +143,8 @@ class IoLoop:
         if now >= self.next_hb:
             self.heartbeat(now)
             # Judge silence only on a drained SUB: a heartbeat may be waiting in it.
+            if self.parked:
+                self.unpark(0, now - self.join_grace)
             if self.read_sub():
                 self.check_silence(time.monotonic())
 
@@ -182,6 +190,7 @@ class IoLoop:
         """Start tracking ``peer`` and subscribe to its PUB socket."""
         self.peers[peer.node_id] = peer
         self.members[peer.node_id] = peer.info.incarnation
+        self.unpark(peer.node_id)
         try:
             self.sub.connect(peer.info.pub)
         except zmq.ZMQError as exc:
@@ -235,6 +244,17 @@ class IoLoop:
         except Exception as exc:
             self.drops.drop("callback", peer.node_id, f"on_peer_down raised {exc!r}")
 
+    def revive(self, peer: Peer) -> None:
+        """A peer reported down (silent, disconnected) heartbeats again with the same
+        incarnation while membership still lists it: a partition healed. It is usable
+        again; what failed or was dropped meanwhile stays failed (at-most-once)."""
+        peer.down = False
+        self.shared.down.discard((peer.node_id, peer.info.incarnation))
+        self.counts["peers_revived"] += 1
+        self.drops.log(
+            f"harbor[{self.node_id}]: peer {peer.node_id}/{peer.info.incarnation} heard again"
+        )
+
     def drop_backlog(self, peer: Peer, reason: str) -> None:
         """Discard frames still waiting for ``peer``'s socket, counted as ``reason``."""
         if peer.backlog:
@@ -254,8 +274,16 @@ class IoLoop:
         try:
             check_header(frame, self.node_id, self.incarnation, self.members)
         except FrameError as exc:
+            unknown = frame.src_node not in self.members
+            if exc.reason == "nonmember" and unknown and len(self.parked) < PARK_LIMIT:
+                self.parked.append((time.monotonic(), frame))
+                return
             self.drops.drop(exc.reason, frame.src_node, exc.detail)
             return
+        self.accept(frame)
+
+    def accept(self, frame: Frame) -> None:
+        """Deliver a frame that passed the header checks."""
         self.counts["frames_in"] += 1
         self.counts["msgs_in"] += len(frame.messages)
         try:
@@ -286,8 +314,11 @@ class IoLoop:
             self.drops.drop("nonmember", pub.src_node, f"publication from {pub.src_incarnation}")
             return
         if not pub.channel:
-            self.peers[pub.src_node].last_heard = time.monotonic()
+            peer = self.peers[pub.src_node]
+            peer.last_heard = time.monotonic()
             self.counts["heartbeats_in"] += 1
+            if peer.down:
+                self.revive(peer)
             return
         if parts[0] not in self.topics:
             return  # queued before an unsubscribe took effect
@@ -396,6 +427,23 @@ class IoLoop:
         self.pub.send_multipart([HEARTBEAT_TOPIC, body], zmq.NOBLOCK)
         self.counts["heartbeats_out"] += 1
         self.next_hb = now + self.hb_interval
+
+    def unpark(self, node_id: int, expire_before: float = 0.0) -> None:
+        """Deliver parked frames of ``node_id`` that now pass; drop expired ones."""
+        keep: list[tuple[float, Frame]] = []
+        for at, frame in self.parked:
+            if frame.src_node == node_id:
+                try:
+                    check_header(frame, self.node_id, self.incarnation, self.members)
+                except FrameError as exc:
+                    self.drops.drop(exc.reason, frame.src_node, exc.detail)
+                    continue
+                self.accept(frame)
+            elif at < expire_before:
+                self.drops.drop("nonmember", frame.src_node, "never joined")
+            else:
+                keep.append((at, frame))
+        self.parked = keep
 
     def check_silence(self, now: float) -> None:
         """Report peers not heard within the timeout (a new peer gets ``join_grace`` more)."""

@@ -18,9 +18,11 @@ Contract shared by both:
   (node, incarnation); reasons: "left" (removed from the peer set),
   "replaced" (a new incarnation appeared), "disconnected" (its connection
   dropped after it had connected), "silent" (no heartbeat within the peer
-  timeout). From then on that incarnation is dead to the transport even if it
-  speaks again: ``send`` to it raises ``PeerDown`` and its queued messages
-  are dropped, until membership removes it or gives it a new incarnation.
+  timeout). From then on ``send`` to that incarnation raises ``PeerDown`` and
+  its queued messages are dropped, until membership removes it or gives it a
+  new incarnation, or its heartbeats are heard again with the same
+  incarnation (a healed partition: it is alive again, counted in
+  ``peers_revived``; what failed meanwhile stays failed).
 - ``max_frame`` is a cluster-wide setting: a sender packs frames up to its
   own limit and a receiver drops frames over its own.
 

@@ -94,3 +94,22 @@ def test_stopped_peer_is_reported_silent(peer_process):
     finally:
         peer_process.send_signal(signal.SIGCONT)
         t.stop()
+
+
+def test_stopped_peer_heard_again_is_revived(peer_process):
+    t, downs, down = _connect(peer_process)
+    try:
+        peer_process.send_signal(signal.SIGSTOP)
+        assert down.wait(3), "frozen peer not reported"
+        with pytest.raises(PeerDown):
+            t.send(2, (2 << 32 | 1, 1 << 32 | 1, 0, 0, "while down"))
+        peer_process.send_signal(signal.SIGCONT)  # the partition heals
+        deadline = time.monotonic() + 10
+        while t.stats().get("peers_revived", 0) == 0:
+            assert time.monotonic() < deadline, "peer never revived"
+            time.sleep(0.01)
+        t.send(2, (2 << 32 | 1, 1 << 32 | 1, 0, 0, "after"))  # accepted again
+        assert [d[1:] for d in downs] == [(2, 202, "silent")]
+    finally:
+        peer_process.send_signal(signal.SIGCONT)
+        t.stop()

@@ -297,3 +297,14 @@ def test_a_raising_callback_is_counted_not_fatal(make):
         assert any("node bug" in line for line in c.logs)
     finally:
         c.t.stop()
+
+
+def test_frames_from_a_node_not_yet_in_membership_wait_for_it(make):
+    a, b = make(1), make(2)
+    a.t.set_peers({2: b.info()})  # a sees b; b's membership has not shown a yet
+    a.t.send(2, (2 << 32 | 1, 1 << 32 | 1, 0, 0, "early"))
+    time.sleep(0.3)
+    assert b.msgs == []  # parked, not delivered, not dropped
+    b.t.set_peers({1: a.info()})
+    assert b.wait(lambda: [m[2][4] for m in b.msgs] == ["early"])
+    assert b.t.stats()["drop_nonmember"] == 0
