@@ -2,7 +2,8 @@
 
 It makes a node's presence visible cluster-wide: a global name ``demo.<node id>``
 and a place in the group ``demo``, both gone when the node is. ``ask`` makes one
-node's demo call another's, so a single call from outside crosses two nodes.
+node's demo call another's, so a single call from outside crosses two nodes;
+``locked`` takes a cluster-wide lock (Redis or ZooKeeper) and reports its fence.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from node import Service, expose, format_handle
 
 
 class ClusterDemo(Service):
-    """Answers ``whoami``, ``ping`` and ``ask``; registered as ``demo.<node id>``."""
+    """Answers ``whoami``, ``ping``, ``ask`` and ``locked``; registered as ``demo.<node id>``."""
 
     async def on_start(self) -> None:
         self.node_id = self.handle >> 32
@@ -37,3 +38,12 @@ class ClusterDemo(Service):
         """``whoami`` of the service called ``name`` (another node's demo), asked from here."""
         answer: dict[str, object] = await self.call(name, "whoami")
         return {"asked_by": self.name, "answer": answer}
+
+    @expose
+    async def locked(self, key: str, backend: str = "redis", hold: float = 0.0) -> int:
+        """Take the cluster-wide lock ``key``, hold it ``hold`` seconds, return its fence."""
+        async with self.lock(key, ttl=5, wait=10, backend=backend) as held:
+            if hold:
+                await self.sleep(hold)
+            fence: int = held.fence
+            return fence

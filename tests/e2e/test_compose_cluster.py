@@ -1,0 +1,124 @@
+"""docker-compose.yml: three nodes join and answer calls across nodes; a killed
+node leaves and rejoins; a partitioned node drops out and comes back.
+
+Membership and names are read straight from ZooKeeper (``/skymesh/e2e/``), the
+cluster's source of truth, from inside a node container. Calls come from a
+short-lived client node started inside a node container (compose_helpers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.compose_helpers import ComposeProject, compose_up, wait_until
+
+# The first test's setup may build every image from scratch (a few minutes).
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+ZK = "zookeeper:2181"
+ROOT = "/skymesh/e2e"
+NODES = {"node1": 1, "node2": 2, "node3": 3}
+SESSION_TIMEOUT = 10.0  # NodeConfig.session_timeout: how long ZooKeeper keeps a dead node
+
+
+@pytest.fixture(scope="module")
+def cluster(request: pytest.FixtureRequest, image_env: dict[str, str]) -> Iterator[ComposeProject]:
+    with compose_up(request, ["docker-compose.yml"], image_env, "cluster") as project:
+        wait_until("nodes 1, 2 and 3 in ZooKeeper", lambda: members(project) == {1, 2, 3}, 90)
+        yield project
+
+
+def tree(project: ComposeProject, via: str = "node1") -> dict:
+    return project.zk(via, ZK, f"{ROOT}/nodes", f"{ROOT}/names", f"{ROOT}/groups/demo")
+
+
+def members(project: ComposeProject, via: str = "node1") -> set[int]:
+    nodes = project.zk(via, ZK, f"{ROOT}/nodes")[f"{ROOT}/nodes"] or {}
+    return {int(n) for n in nodes}
+
+
+def test_three_nodes_join_with_their_demo_services(cluster: ComposeProject) -> None:
+    t = tree(cluster)
+    nodes = t[f"{ROOT}/nodes"]
+    assert set(nodes) == {"1", "2", "3"}
+    assert len({info["incarnation"] for info in nodes.values()}) == 3
+    names = t[f"{ROOT}/names"]
+    assert {"demo.1", "demo.2", "demo.3"} <= set(names)
+    demo_group = t[f"{ROOT}/groups/demo"]
+    assert {int(h) >> 32 for h in demo_group} == {1, 2, 3}
+    for service in NODES:
+        assert cluster.status(service).startswith("running")
+
+
+def call(project: ComposeProject, *calls: list, via: str = "node1") -> list[dict]:
+    return project.calls(via, "e2e", ZK, calls)
+
+
+def test_global_names_answer_across_nodes(cluster: ComposeProject) -> None:
+    results = call(cluster, ["demo.1", "whoami"], ["demo.2", "whoami"], ["demo.3", "whoami"])
+    assert [r["ok"]["host"] for r in results] == ["node1", "node2", "node3"]
+    assert [r["ok"]["node"] for r in results] == [1, 2, 3]
+
+
+def test_service_calls_a_service_on_another_node(cluster: ComposeProject) -> None:
+    (r,) = call(cluster, ["demo.3", "ask", "demo.2"], via="node1")  # node1 -> node3 -> node2
+    assert r["ok"]["asked_by"] == "demo.3"
+    assert r["ok"]["answer"]["host"] == "node2"
+
+
+def test_nodes_run_as_non_root(cluster: ComposeProject) -> None:
+    code, out = cluster.exec("node1", "id", "-u")
+    assert code == 0 and out.strip() != "0"
+
+
+def test_nodes_report_healthy(cluster: ComposeProject) -> None:
+    """The image's HEALTHCHECK (`skymesh health`) turns every node healthy."""
+    for service in NODES:
+        wait_until(f"{service} healthy",
+                   lambda s=service: cluster.status(s) == "running/healthy", 60)
+    code, out = cluster.exec("node1", "skymesh", "health")
+    assert code == 0, out
+
+
+def test_killed_node_leaves_and_rejoins(cluster: ComposeProject) -> None:
+    before = tree(cluster)[f"{ROOT}/nodes"]["2"]
+    cluster.container("node2").kill()  # SIGKILL: no goodbye, ZooKeeper must notice
+    wait_until("node 2 to leave membership", lambda: members(cluster) == {1, 3},
+               SESSION_TIMEOUT + 20)
+    names = tree(cluster)[f"{ROOT}/names"]
+    assert "demo.2" not in names and {"demo.1", "demo.3"} <= set(names)
+    assert cluster.status("node2").startswith("exited")  # `docker kill` is not restarted by policy
+    gone, asked = call(cluster, ["demo.2", "whoami"], ["demo.1", "ask", "demo.2"])
+    assert "error" in gone and gone["seconds"] < 10, gone  # fails with a typed error, fast
+    assert "error" in asked and asked["seconds"] < 10, asked
+
+    cluster.container("node2").start()
+    wait_until("node 2 to rejoin", lambda: members(cluster) == {1, 2, 3}, 60)
+    wait_until("demo.2 registered again", lambda: "demo.2" in tree(cluster)[f"{ROOT}/names"], 30)
+    after = tree(cluster)[f"{ROOT}/nodes"]["2"]
+    assert after["incarnation"] > before["incarnation"]
+    (back,) = call(cluster, ["demo.1", "ask", "demo.2"])
+    assert back["ok"]["answer"]["host"] == "node2"
+
+
+def test_partitioned_node_drops_out_and_comes_back(cluster: ComposeProject) -> None:
+    """Cut node3 off the network: its ZooKeeper session expires and the others
+    see it leave; reconnect it and it joins again by itself."""
+    net = cluster.network()
+    node3 = cluster.container("node3")
+    net.disconnect(node3)
+    try:
+        wait_until("node 3 to drop out", lambda: members(cluster) == {1, 2},
+                   SESSION_TIMEOUT + 20)
+        assert "demo.3" not in tree(cluster)[f"{ROOT}/names"]
+    finally:
+        net.connect(node3, aliases=["node3"])
+    wait_until("node 3 back in membership", lambda: members(cluster) == {1, 2, 3}, 60)
+    wait_until("demo.3 registered again",
+               lambda: "demo.3" in tree(cluster)[f"{ROOT}/names"], 30)
+    (r,) = wait_until("demo.3 answering demo.1 again",
+                      lambda: [r for r in call(cluster, ["demo.1", "ask", "demo.3"]) if "ok" in r],
+                      30)
+    assert r["ok"]["answer"]["host"] == "node3"
