@@ -13,4 +13,9 @@ if [ -x scripts/servers.sh ]; then
 fi
 cleanup() { if [ "$started" = 1 ]; then scripts/servers.sh stop || true; fi; }
 trap cleanup EXIT
+if docker info >/dev/null 2>&1; then
+  echo "test.sh: Docker engine found: the e2e tests build images (deploy/build-images.sh) and run docker compose"
+else
+  echo "test.sh: no Docker engine reachable: the e2e tests (tests/e2e) will be skipped"
+fi
 python3 -m pytest tests -q -p no:cacheprovider "$@"

@@ -68,6 +68,22 @@ def test_service_calls_a_service_on_another_node(cluster: ComposeProject) -> Non
     assert r["ok"]["answer"]["host"] == "node2"
 
 
+def test_status_shows_nodes_master_names_and_groups(cluster: ComposeProject) -> None:
+    import json
+
+    code, out = cluster.exec("node2", "skymesh", "status", "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert {"1", "2", "3"} <= set(doc["nodes"])
+    assert doc["master"] in (1, 2, 3)
+    assert doc["epoch"] >= 1
+    assert {"demo.1", "demo.2", "demo.3"} <= set(doc["names"])
+    assert len(doc["groups"]["demo"]) == 3
+    for nid in ("1", "2", "3"):
+        assert isinstance(doc["nodes"][nid], dict), doc["nodes"][nid]  # its console answered
+        assert "ClusterDemo" in {s["class"] for s in doc["nodes"][nid]["services"]}
+
+
 def test_nodes_run_as_non_root(cluster: ComposeProject) -> None:
     code, out = cluster.exec("node1", "id", "-u")
     assert code == 0 and out.strip() != "0"
