@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from functools import partial
 from typing import Any
 
@@ -56,8 +57,13 @@ class ZkCoordinator(CoordBase):
         self._session_id: int | None = None
         self._started = False
         self._names = ZkNames(self._client, self._root, self._worker, self._emit)
+        # Mastership is a lease: a node acts as master only while it heard from
+        # ZooKeeper within half the session timeout, so a master paused (SIGSTOP, GC)
+        # past its session never believes it still leads once it runs again.
+        self._session_timeout = session_timeout
+        self._lease_until = 0.0
         self._election = ZkElection(
-            self._client, self._root, self._worker, self._emit, self._is_connected
+            self._client, self._root, self._worker, self._emit, self._has_lease
         )
         self._zk_locks = ZkLocks(
             self._client, self._root, self._pool, self._timer, self._notifier, self._is_connected
@@ -75,6 +81,27 @@ class ZkCoordinator(CoordBase):
 
     def _is_connected(self) -> bool:
         return self._health is Health.CONNECTED
+
+    def _has_lease(self) -> bool:
+        return self._health is Health.CONNECTED and time.monotonic() < self._lease_until
+
+    def _renew_lease(self) -> None:
+        """On the pool: one round trip to ZooKeeper extends the lease from when it was sent."""
+        if self._stopped:
+            return
+        sent = time.monotonic()
+        try:
+            self._client.exists(self._root)
+        except (KazooException, KazooTimeoutError):
+            pass  # no renewal: the lease runs out on its own
+        else:
+            self._lease_until = sent + self._session_timeout / 2
+
+        def again() -> None:
+            if not self._stopped:
+                self._pool.submit(self._renew_lease, (), lambda _r, _e: None)
+
+        self._timer.call_later(self._session_timeout / 6, again)
 
     def _require_connected(self, what: str) -> None:
         # kazoo would queue the request until reconnected; fail fast instead.
@@ -136,6 +163,7 @@ class ZkCoordinator(CoordBase):
                 self._zk_locks.node_id = nid
                 self._session_id = self._client.client_id[0]
                 self._health = Health.CONNECTED
+                self._renew_lease()
                 self._election.join(nid)
         except BaseException:
             self._client.stop()
