@@ -18,9 +18,12 @@ from typing import Any
 
 from node import Node, Service, expose
 
+WEIGHTS: dict[str, Any] = {}
+
 
 def emit(name: str, value: float, unit: str, **extra: Any) -> None:
-    print(json.dumps({"name": name, "value": round(value, 3), "unit": unit, **extra}), flush=True)
+    record = {"name": name, "value": round(value, 3), "unit": unit, **extra, **WEIGHTS}
+    print(json.dumps(record), flush=True)
 
 
 def baseline(n: int) -> float:
@@ -135,12 +138,17 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1_000_000)
     p.add_argument("--calls", type=int, default=200_000)
     p.add_argument("--spawn", type=int, default=100_000)
+    p.add_argument("--weights", help="worker weights, e.g. 0,0 (default: skynet's table)")
     args = p.parse_args()
+    weights = tuple(int(x) for x in args.weights.split(",")) if args.weights else None
+    if weights is not None:
+        WEIGHTS["weights"] = list(weights)
     w, n = args.workers, args.n
     base = baseline(n)
     emit("baseline_deque_loop", base, "msgs/s", workers=0)
 
-    with Node.standalone(workers=w, log_file="/dev/null", call_timeout=60) as node:
+    with Node.standalone(workers=w, log_file="/dev/null", call_timeout=60,
+                         weights=weights) as node:
         # 1. one-way A -> B, counted at the receiver.
         rcv = node.newservice(Receiver)
         snd = node.newservice(Sender)

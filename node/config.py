@@ -63,6 +63,8 @@ class NodeConfig:
     call_timeout: float = 10.0
     monitor_threshold: float = 5.0
     services: tuple[ServiceSpec, ...] = field(default_factory=tuple)
+    # Batch weight per worker (-1 one message, 0 all, n a 1/2**n share); None: skynet's table.
+    weights: tuple[int, ...] | None = None
 
     @property
     def standalone(self) -> bool:
@@ -134,12 +136,25 @@ def _validate(raw: dict[str, Any]) -> NodeConfig:
             out[key] = value or None if key not in keep else value
         elif key == "services":
             out[key] = _services(value)
+        elif key == "weights":
+            out[key] = _weights(value)
     if out.get("log_level", "info") not in ("debug", "info", "warning", "error"):
         level = out["log_level"]
         raise ConfigError(f"log_level must be debug, info, warning or error, got {level!r}")
     if "workers" in out and out["workers"] > 256:
         raise ConfigError(f"workers must be at most 256, got {out['workers']}")
     return NodeConfig(**out)
+
+
+def _weights(value: Any) -> tuple[int, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        weights = tuple(int(w) for w in items)
+    except (TypeError, ValueError):
+        raise ConfigError(f"weights must be a list of integers >= -1, got {value!r}") from None
+    if not weights or min(weights) < -1:
+        raise ConfigError(f"weights must be a list of integers >= -1, got {value!r}")
+    return weights
 
 
 def _node_id(value: Any) -> int | None:

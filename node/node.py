@@ -84,6 +84,7 @@ class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
         console_port: int | None = None,
         console_token: str | None = None,
         console_bind: str = "127.0.0.1",
+        weights: tuple[int, ...] | None = None,
     ) -> None:
         import coord
 
@@ -114,7 +115,9 @@ class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
         )
         self._init_remote(bind, advertise, (pull_port, pub_port))
         self._console = (console_port, console_token, console_bind)
-        self._scheduler = Scheduler(workers, self._on_stray, self._on_overload, profile=profile)
+        self._scheduler = Scheduler(
+            workers, self._on_stray, self._on_overload, profile=profile, weights=weights
+        )
         self._worker_threads: set[threading.Thread] = set()
         self._timer = TimerThread(self._fire_timer, self._scheduler.wake_if_idle_work)
         self._monitor_thread = MonitorThread(
@@ -161,6 +164,7 @@ class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
             console_port=cfg.console_port,
             console_token=cfg.console_token,
             console_bind=cfg.console_bind,
+            weights=cfg.weights,
             call_timeout=cfg.call_timeout,
             monitor_threshold=cfg.monitor_threshold,
             log_file=cfg.log_file,

@@ -59,6 +59,7 @@ class Scheduler:
         on_overload: Callable[[Any, int], None],
         name: str = "skymesh",
         profile: bool = True,
+        weights: tuple[int, ...] | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
@@ -73,9 +74,10 @@ class Scheduler:
         self._running = False
         self._on_stray = on_stray
         self._on_overload = on_overload
-        self.workers = [
-            Worker(i, WEIGHTS[i] if i < len(WEIGHTS) else 0) for i in range(workers)
-        ]
+        table = WEIGHTS if weights is None else weights
+        if any(w < -1 for w in table):
+            raise ValueError("worker weights are -1 (one message), 0 (all) or n (1/2**n)")
+        self.workers = [Worker(i, table[i] if i < len(table) else 0) for i in range(workers)]
         self._name = name
         # Per-service busy time (skynet's "profile" option): two clock reads per batch;
         # wall time on a worker, since thread_time() costs 4x perf_counter() here.

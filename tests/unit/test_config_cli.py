@@ -27,6 +27,7 @@ def test_toml_with_env_overrides(tmp_path: Path) -> None:
     assert cfg.zk_hosts == "127.0.0.1:2181" and not cfg.standalone
     assert cfg.services[0].cls == "examples.hello:Hello"
     assert cfg.services[0].args == ("hi",) and cfg.services[0].name == ".hello"
+    assert load_config({}, env={"SKYMESH_WEIGHTS": "0,-1"}).weights == (0, -1)
     auto = load_config({"node_id": "auto"}, env={"SKYMESH_SERVICES": "a:B, c:D"})
     assert auto.node_id is None
     assert [s.cls for s in auto.services] == ["a:B", "c:D"]
@@ -42,6 +43,7 @@ def test_toml_with_env_overrides(tmp_path: Path) -> None:
         ({"colour": "red"}, {}, "unknown config key"),
         ({"services": [{"class": "nocolon"}]}, {}, "module:Class"),
         ({"log_level": "loud"}, {}, "log_level"),
+        ({"weights": [-2]}, {}, "weights must be"),
         ({}, {"SKYMESH_SERVICES": "[not json"}, "not valid JSON"),
     ],
 )

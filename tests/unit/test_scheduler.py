@@ -116,6 +116,8 @@ def test_weights_batch_sizes() -> None:
     sched = Scheduler(40, lambda exc: None, lambda s, n: None)
     assert [w.weight for w in sched.workers[:9]] == [-1, -1, -1, -1, 0, 0, 0, 0, 1]
     assert sched.workers[39].weight == 0  # past skynet's table: take everything
+    tuned = Scheduler(3, lambda exc: None, lambda s, n: None, weights=(0, 1))
+    assert [w.weight for w in tuned.workers] == [0, 1, 0]
 
 
 def test_mailbox_in_global_invariant() -> None:
