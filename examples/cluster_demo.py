@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 from node import Service, expose, format_handle
 
@@ -47,3 +48,27 @@ class ClusterDemo(Service):
                 await self.sleep(hold)
             fence: int = held.fence
             return fence
+
+    @expose
+    async def contend(self, key: str, rounds: int, hold: float, backend: str = "redis") -> int:
+        """Take lock ``key`` ``rounds`` times, holding it ``hold`` s; log (fence, enter, exit)."""
+        log = self.__dict__.setdefault("contention", [])
+        for _ in range(rounds):
+            async with self.lock(key, ttl=5, wait=30, backend=backend) as held:
+                enter = time.time()
+                await self.sleep(hold)
+                log.append((held.fence, enter, time.time()))
+        return rounds
+
+    @expose
+    def contend_everywhere(self, key: str, rounds: int, hold: float, backend: str = "redis") -> int:
+        """Start :meth:`contend` on every node's demo at once (one-way sends)."""
+        members = self.watch_members()
+        for node_id in members:
+            self.send(f"demo.{node_id}", "contend", key, rounds, hold, backend)
+        return len(members)
+
+    @expose
+    def contention_log(self) -> list[tuple[int, float, float]]:
+        """What :meth:`contend` recorded here."""
+        return list(self.__dict__.get("contention", []))

@@ -84,6 +84,28 @@ def test_status_shows_nodes_master_names_and_groups(cluster: ComposeProject) -> 
         assert "ClusterDemo" in {s["class"] for s in doc["nodes"][nid]["services"]}
 
 
+def test_lock_contention_from_all_three_nodes_never_overlaps(cluster: ComposeProject) -> None:
+    """The lock-safety check on the compose cluster: services on node1..3 take one Redis
+    lock in turn; no two critical sections overlap and fences grow in entry order."""
+    (started,) = call(cluster, ["demo.1", "contend_everywhere", "e2e-contend", 6, 0.05])
+    assert started["ok"] >= 3, started
+
+    def logs() -> list:
+        got = call(cluster, *[[f"demo.{i}", "contention_log"] for i in (1, 2, 3)])
+        return [r.get("ok", []) for r in got]
+
+    def complete() -> list | None:
+        ls = logs()
+        return ls if all(len(x) == 6 for x in ls) else None
+
+    per_node = wait_until("every node's six sections", complete, 60)
+    sections = sorted((tuple(s) for log in per_node for s in log), key=lambda s: s[1])
+    assert len(sections) == 18
+    for (f1, _, exit1), (f2, enter2, _) in zip(sections, sections[1:], strict=False):
+        assert exit1 <= enter2, "two critical sections overlapped"
+        assert f1 < f2, "fences must grow in entry order"
+
+
 def test_nodes_run_as_non_root(cluster: ComposeProject) -> None:
     code, out = cluster.exec("node1", "id", "-u")
     assert code == 0 and out.strip() != "0"
