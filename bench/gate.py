@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from node import Node
-from node.gate import Agent, Gate
+from node.builtins import Agent, Gate
 
 
 def emit(name: str, value: float, unit: str, **extra: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from abc import abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,6 +22,12 @@ if TYPE_CHECKING:
     from coord.redis_lock import RedisLocks
 
 T = TypeVar("T")
+
+
+def check_name(name: str) -> None:
+    """A name, group or lock key must be non-empty, without ``/``, not ``.``/``..``."""
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"invalid name {name!r}")
 
 
 class CoordBase(Coordinator):
@@ -85,18 +92,40 @@ class CoordBase(Coordinator):
                 self._rings[group] = ring
         return ring.get(key)
 
-    def _redis_lock(
+    def lock(
         self,
         key: str,
         ttl: float,
         wait: float | None,
+        backend: str,
         on_acquired: AcquiredCallback,
         on_lost: LostCallback,
-    ) -> LockRequest | None:
-        """A Redis lock request when Redis is configured, else None."""
-        if self._redis is None:
-            return None
-        return self._redis.lock(key, ttl, wait, on_acquired, on_lost)
+    ) -> LockRequest:
+        """See ``Coordinator.lock``. The one lock backend switch: ``"redis"`` goes to
+        Redis when a URL is configured (else to :meth:`_lock_without_redis`), ``"zk"``
+        to the backend's own locks (:meth:`_own_lock`)."""
+        check_name(key)
+        if backend == "redis":
+            if self._redis is not None:
+                return self._redis.lock(key, ttl, wait, on_acquired, on_lost)
+            return self._lock_without_redis(key, ttl, wait, on_acquired, on_lost)
+        if backend == "zk":
+            return self._own_lock(key, ttl, wait, on_acquired, on_lost)
+        raise ValueError(f"unknown lock backend {backend!r}")
+
+    @abstractmethod
+    def _own_lock(
+        self, key: str, ttl: float, wait: float | None, on_acquired: AcquiredCallback,
+        on_lost: LostCallback,
+    ) -> LockRequest:
+        """This backend's own lock (ZooKeeper's recipe, or in-process)."""
+
+    @abstractmethod
+    def _lock_without_redis(
+        self, key: str, ttl: float, wait: float | None, on_acquired: AcquiredCallback,
+        on_lost: LostCallback,
+    ) -> LockRequest:
+        """A ``"redis"`` lock asked for with no Redis URL configured."""
 
     def _stop_common(self) -> None:
         """Stop Redis locks and coord's threads (after backend-specific cleanup)."""

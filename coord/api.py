@@ -319,6 +319,11 @@ class Coordinator(ABC):
     def master(self) -> tuple[int | None, int]:
         """``(master node id or None, epoch)`` as currently known."""
 
+    @property
+    def clustered(self) -> bool:
+        """True when this coordinates several processes (ZooKeeper); False embedded."""
+        return False
+
     # locks
     @abstractmethod
     def lock(

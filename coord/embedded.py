@@ -180,20 +180,12 @@ class EmbeddedCoordinator(CoordBase):
         info = self._info
         return (info.node_id if info is not None and not self._stopped else None, 1)
 
-    def lock(
-        self,
-        key: str,
-        ttl: float,
-        wait: float | None,
-        backend: str,
-        on_acquired: AcquiredCallback,
+    def _own_lock(
+        self, key: str, ttl: float, wait: float | None, on_acquired: AcquiredCallback,
         on_lost: LostCallback,
     ) -> LockRequest:
-        """In-process lock (or Redis when configured and ``backend="redis"``)."""
-        if backend not in ("redis", "zk"):
-            raise ValueError(f"unknown lock backend {backend!r}")
-        if backend == "redis":
-            req = self._redis_lock(key, ttl, wait, on_acquired, on_lost)
-            if req is not None:
-                return req
+        """In-process lock."""
         return self._locks.lock(key, wait, on_acquired, on_lost)
+
+    # A standalone node without Redis: "redis" locks are in-process locks too.
+    _lock_without_redis = _own_lock

@@ -23,14 +23,14 @@ from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 
-from coord._base import CoordBase
+from coord._base import CoordBase, check_name
 from coord._runtime import SerialWorker, log
 from coord._zkutil import Items, WatchedDir, seq_of, zk_errors
 from coord.api import AcquiredCallback, Health, LockRequest, LostCallback, NodeInfo
 from coord.errors import CoordUnavailable, NodeIdTaken
 from coord.zk_election import ZkElection
 from coord.zk_lock import ZkLocks
-from coord.zk_names import ZkNames, _check_name
+from coord.zk_names import ZkNames
 
 __all__ = ["ZkCoordinator"]
 
@@ -44,7 +44,7 @@ class ZkCoordinator(CoordBase):
         self, zk_hosts: str, redis_url: str | None, cluster: str, session_timeout: float = 10.0
     ) -> None:
         """Prepare (no I/O yet); :meth:`start` connects."""
-        _check_name(cluster)
+        check_name(cluster)
         super().__init__("zk", redis_url, cluster)
         self._root = f"/skymesh/{cluster}"
         self._client = KazooClient(
@@ -345,7 +345,7 @@ class ZkCoordinator(CoordBase):
 
     def config_set(self, key: str, value: Any) -> None:
         """See ``Coordinator.config_set``; ``TypeError`` if not JSON-serializable."""
-        _check_name(key)
+        check_name(key)
         self._require_connected("config_set")
         data = json.dumps(value).encode()
         path = f"{self._root}/config/{key}"
@@ -382,22 +382,21 @@ class ZkCoordinator(CoordBase):
 
     # locks
 
-    def lock(
-        self,
-        key: str,
-        ttl: float,
-        wait: float | None,
-        backend: str,
-        on_acquired: AcquiredCallback,
+    @property
+    def clustered(self) -> bool:
+        """True: ZooKeeper coordinates several processes."""
+        return True
+
+    def _own_lock(
+        self, key: str, ttl: float, wait: float | None, on_acquired: AcquiredCallback,
         on_lost: LostCallback,
     ) -> LockRequest:
-        """See ``Coordinator.lock``; ``CoordUnavailable`` for redis without a URL."""
-        _check_name(key)
-        if backend == "zk":
-            return self._zk_locks.lock(key, wait, on_acquired, on_lost)
-        if backend != "redis":
-            raise ValueError(f"unknown lock backend {backend!r}")
-        req = self._redis_lock(key, ttl, wait, on_acquired, on_lost)
-        if req is None:
-            raise CoordUnavailable("no Redis URL configured for redis locks")
-        return req
+        """ZooKeeper's lock recipe."""
+        return self._zk_locks.lock(key, wait, on_acquired, on_lost)
+
+    def _lock_without_redis(
+        self, key: str, ttl: float, wait: float | None, on_acquired: AcquiredCallback,
+        on_lost: LostCallback,
+    ) -> LockRequest:
+        """No Redis URL: a ``"redis"`` lock cannot be had."""
+        raise CoordUnavailable("no Redis URL configured for redis locks")

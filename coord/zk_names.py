@@ -14,6 +14,7 @@ from typing import Any
 
 from kazoo.exceptions import NodeExistsError, NoNodeError
 
+from coord._base import check_name
 from coord._runtime import SerialWorker
 from coord._zkutil import Items, WatchedDir, zk_errors
 from coord.errors import NameNotFound, NameTaken
@@ -92,7 +93,7 @@ class ZkNames:
 
     def register(self, name: str, handle: int) -> None:
         """Create ``names/<name>``; ``NameTaken`` if another handle holds it."""
-        _check_name(name)
+        check_name(name)
         path = f"{self._names_path}/{name}"
         with zk_errors(f"register_name({name!r})"):
             try:
@@ -170,7 +171,7 @@ class ZkNames:
 
     def join(self, group: str, handle: int) -> None:
         """Create ``groups/<group>/<handle>`` (ephemeral)."""
-        _check_name(group)
+        check_name(group)
         with zk_errors(f"join_group({group!r})"), contextlib.suppress(NodeExistsError):
             self._client.create(
                 f"{self._groups_path}/{group}/{handle}", ephemeral=True, makepath=True
@@ -221,8 +222,3 @@ class ZkNames:
                 self._emit("on_name_lost", name, handle)
         for group, handle in groups:
             self.join(group, handle)
-
-
-def _check_name(name: str) -> None:
-    if not name or "/" in name or name in (".", ".."):
-        raise ValueError(f"invalid name {name!r}")

@@ -16,9 +16,10 @@ Example::
 
 from coord.errors import LockLost, LockTimeout, NameTaken
 
+from ._harbor_link import TransportFactory
 from .address import Group, format_handle, group
+from .builtins import Agent, Gate, start_console
 from .config import NodeConfig, load_config
-from .console import start_console
 from .errors import (
     CallError,
     CallFailed,
@@ -32,7 +33,6 @@ from .errors import (
     SkymeshError,
     SocketError,
 )
-from .gate import Agent, Gate
 from .node import Node
 from .service import Service, expose
 
@@ -57,6 +57,7 @@ __all__ = [
     "ServiceStartError",
     "SkymeshError",
     "SocketError",
+    "TransportFactory",
     "expose",
     "format_handle",
     "group",

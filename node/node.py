@@ -1,41 +1,64 @@
-"""A node: one process's services, scheduler and threads.
+"""A node: one process's services, scheduler and threads — the composition root.
 
-``Node`` is both the runtime the services talk to (the underscored methods,
-called from workers) and the embedding API for plain threads (``newservice``,
-``call``, ``send``, ``kill``, ``interrupt``, ``stats``, ``stop``), which block
-their calling thread and never a worker.
+``Node`` builds the parts (``core`` scheduler, timer and watchdog; the
+router; lifecycle; names; monitors; unique services; the coordination and
+harbor links; sockets), wires them to each other, and holds the node's
+lifecycle and the embedding API for plain threads (``newservice``,
+``call``, ``send``, ``kill``, ``interrupt``, ``services``, ``stats``,
+``stop``), which block their calling thread and never a worker. Nothing in
+``node`` below this module imports it.
+
+Built-in services (``.logger``, ``.launcher``, the console) are started by
+class path, as skynet's bootstrap starts its services by name: they sit
+above this module and could be replaced.
 """
 
 from __future__ import annotations
 
 import ctypes
-import itertools
+import os
+import socket
 import threading
 import time
-from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _cluster, _remote, _routing
-from ._runner import STATE_NAMES
-from .address import format_handle, make_handle, node_of
+import coord
+from coord.api import Health
+
+from ._coord_link import CoordLink
+from ._harbor_link import HarborLink, HarborSettings, TransportFactory
+from ._lifecycle import Lifecycle
+from ._monitors import Monitors
+from ._names import Names
+from ._parts import Parts
+from ._router import Router
+from ._sockets.api import Sockets
+from ._unique import Uniques
+from .address import format_handle
+from .core.faults import exception_from
+from .core.scheduler import Scheduler
+from .core.timer import TimerThread
+from .core.watchdog import Watchdog
 from .errors import CallTimeout, Interrupted
-from .mailbox import Mailbox
-from .message import CALL, ERR_START, ERROR, REPLY, SEND, SYSTEM
-from .monitor import MonitorThread
-from .scheduler import Scheduler
-from .timer import TimerThread
+from .message import CALL, REPLY, SEND, TIMER
+from .service import Service
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
     from types import TracebackType
 
-    from coord.api import Coordinator
+    from coord.api import Coordinator, Held, NodeInfo
 
     from .address import Dest
     from .config import NodeConfig
-    from .service import Service
+    from .core.mailbox import Mailbox
+    from .core.runner import ServiceCore
 
-__all__ = ["Node"]
+__all__ = ["Node", "TransportFactory"]
+
+LOGGER = "node.builtins.logger:Logger"
+LAUNCHER = "node.builtins.launcher:Launcher"
+CONSOLE = "node.builtins.console:Console"
 
 
 class _Box:
@@ -52,7 +75,7 @@ class _Box:
         self.event.set()
 
 
-class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
+class Node:
     """A running node. Use as a context manager, or call :meth:`stop`.
 
     Example::
@@ -77,6 +100,7 @@ class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
         redis_url: str | None = None,
         session_timeout: float = 10.0,
         coordinator: Coordinator | None = None,
+        transport: TransportFactory | None = None,
         bind: str = "127.0.0.1",
         advertise: str | None = None,
         pull_port: int = 0,
@@ -86,51 +110,62 @@ class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
         console_bind: str = "127.0.0.1",
         weights: tuple[int, ...] | None = None,
     ) -> None:
-        import coord
-
         self.node_id = node_id
         self.incarnation = time.time_ns()
         self.call_timeout = call_timeout
         self.started_at = time.monotonic()
         self.profile = profile
-        self._lock = threading.RLock()
-        self._services: dict[int, Service] = {}
-        self._local_ids = itertools.count(1)
-        self._ext_handle = make_handle(node_id, 0)
-        self._ext_sessions = itertools.count(1)
-        self._ext_waiters: dict[int, Callable[[int, Any], None]] = {}
-        self._drops: Counter[str] = Counter()
-        self._retired = threading.Condition(self._lock)
-        self._builtin: set[int] = set()
-        self._logger = 0
-        self._log_file = log_file
-        self._log_level = log_level
-        self._init_routing()
-        self._init_cluster(
-            coordinator or coord.connect(zk_hosts, redis_url, cluster, session_timeout)
-        )
         self._requested_id: int | None = node_id
-        self._clustered = zk_hosts is not None or (
-            coordinator is not None and type(coordinator).__name__ != "EmbeddedCoordinator"
-        )
-        self._init_remote(bind, advertise, (pull_port, pub_port))
+        self._log_args = (log_file, log_level)
         self._console = (console_port, console_token, console_bind)
+        self._console_host = advertise or bind
+        self.coord = coordinator or coord.connect(zk_hosts, redis_url, cluster, session_timeout)
+        self._clustered = self.coord.clustered or transport is not None
+
+        # The parts, bottom up: core, router, lifecycle, links, names, monitors, uniques.
         self._scheduler = Scheduler(
             workers, self._on_stray, self._on_overload, profile=profile, weights=weights
         )
-        self._worker_threads: set[threading.Thread] = set()
+        router = self._router = Router(node_id, self._scheduler)
         self._timer = TimerThread(self._fire_timer, self._scheduler.wake_if_idle_work)
-        self._monitor_thread = MonitorThread(
-            self._scheduler.workers, self._report_stuck, monitor_threshold
-        )
-        self._running = False
-        # Extra threads owned by the node (socket thread, harbor, console), stopped
-        # in reverse order after every service has stopped.
+        self._watchdog = Watchdog(self._scheduler.workers, self._report_stuck, monitor_threshold)
+        life = self._life = Lifecycle(router, self._timer, call_timeout, Service, self._bind)
+        self._coord_link = CoordLink(self.coord, router)
+        self._harbor = HarborLink(router, self._coord_link, HarborSettings(
+            bind, advertise or bind, pull_port, pub_port, transport,
+        ))
+        self._names = Names(router, self._coord_link)
+        self._monitors = Monitors(router, self._harbor)
+        self._uniques = Uniques(router, life, self._coord_link, router.kill)
+        router.wire(self._names.resolve, self._harbor)
+        self._harbor.on_control(self._remote_control)
+        for forget in (self._names.forget, self._coord_link.forget, self._harbor.forget,
+                       self._uniques.forget):
+            life.on_retire(_ignoring_reason(forget))
+        life.on_retire(self._monitors.retired)
+        # Extra threads owned by the node (socket thread, harbor), stopped in reverse
+        # order after every service has stopped.
         self._components: list[Any] = []
+        self._parts = Parts(
+            router=router, lifecycle=life, names=self._names, monitors=self._monitors,
+            uniques=self._uniques, coord=self._coord_link, harbor=self._harbor,
+            sockets=Sockets(router, life, self.add_component), started_at=self.started_at,
+        )
+        self._worker_threads: set[threading.Thread] = set()
+        self._builtin: set[int] = set()
+        self._running = False
 
     def add_component(self, component: Any) -> None:
         """Register an object whose ``stop()`` the node calls after its services stopped."""
         self._components.append(component)
+
+    @classmethod
+    def of(cls, svc: Service) -> Node:
+        """The node ``svc`` runs on (for built-in services that manage their node)."""
+        node = _NODES.get(svc._router)
+        if node is None:
+            raise RuntimeError(f"{svc!r} is not bound to a running node")
+        return node
 
     # -- construction ------------------------------------------------------------------
 
@@ -151,23 +186,13 @@ class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
 
         cfg = source if isinstance(source, NodeConfig) else load_config(source)
         node = cls(
-            node_id=cfg.node_id or 0,
-            workers=cfg.workers,
-            cluster=cfg.cluster,
-            zk_hosts=cfg.zk_hosts,
-            redis_url=cfg.redis_url,
-            session_timeout=cfg.session_timeout,
-            bind=cfg.bind,
-            advertise=cfg.advertise,
-            pull_port=cfg.pull_port,
-            pub_port=cfg.pub_port,
-            console_port=cfg.console_port,
-            console_token=cfg.console_token,
-            console_bind=cfg.console_bind,
-            weights=cfg.weights,
-            call_timeout=cfg.call_timeout,
-            monitor_threshold=cfg.monitor_threshold,
-            log_file=cfg.log_file,
+            node_id=cfg.node_id or 0, workers=cfg.workers, cluster=cfg.cluster,
+            zk_hosts=cfg.zk_hosts, redis_url=cfg.redis_url,
+            session_timeout=cfg.session_timeout, bind=cfg.bind, advertise=cfg.advertise,
+            pull_port=cfg.pull_port, pub_port=cfg.pub_port, console_port=cfg.console_port,
+            console_token=cfg.console_token, console_bind=cfg.console_bind,
+            weights=cfg.weights, call_timeout=cfg.call_timeout,
+            monitor_threshold=cfg.monitor_threshold, log_file=cfg.log_file,
             log_level=cfg.log_level,
         )
         node.start()
@@ -180,13 +205,7 @@ class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
         return node
 
     def start(self) -> None:
-        """Start the threads and the built-in services."""
-        import os
-        import socket
-
-        from .launcher import Launcher
-        from .logger import Logger
-
+        """Join coordination, start the harbor, the threads and the built-in services."""
         try:
             info = self.coord.start(
                 self._requested_id or None, socket.gethostname(), os.getpid(), self._endpoints()
@@ -196,22 +215,32 @@ class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
             raise
         self.node_id = info.node_id
         self.incarnation = info.incarnation
-        self._ext_handle = make_handle(self.node_id, 0)
+        self._router.renumber(self.node_id)
         if self._clustered:
-            self._start_harbor()
-        self._running = True
+            warn = self._life.log
+            harbor = self._harbor.start(self.incarnation, lambda t: warn(0, "warning", t))
+            self.add_component(harbor)
+        _NODES[self._router] = self
+        self._running = self._life.running = True
         self._scheduler.start()
         self._worker_threads = {w.thread for w in self._scheduler.workers if w.thread}
         self._timer.start()
-        self._monitor_thread.start()
-        self._logger = self.newservice(Logger, self._log_file, self._log_level, name=".logger")
-        self._builtin.add(self._logger)
-        self._builtin.add(self.newservice(Launcher, name=".launcher"))
+        self._watchdog.start()
+        self._life.logger = self.newservice(LOGGER, *self._log_args, name=".logger")
+        self._builtin.add(self._life.logger)
+        self._builtin.add(self.newservice(LAUNCHER, name=".launcher"))
         port, token, bind = self._console
         if port is not None:
-            from .console import start_console
+            self._builtin.add(self.newservice(CONSOLE, bind, port, token, name=".console"))
 
-            self._builtin.add(start_console(self, port, token, host=bind))
+    def _endpoints(self) -> dict[str, str]:
+        """Addresses this node advertises in membership (harbor sockets, console)."""
+        endpoints = self._harbor.endpoints() if self._clustered else {}
+        port, _, bind = self._console
+        if port:
+            host = self._console_host if bind in ("0.0.0.0", "::") else bind
+            endpoints["console"] = f"{host}:{port}"
+        return endpoints
 
     def __enter__(self) -> Node:
         return self
@@ -230,37 +259,18 @@ class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
         if not self._running:
             return
         deadline = time.monotonic() + timeout
-        users = [h for h in list(self._services) if h not in self._builtin]
-        self._stop_services(users, deadline)
-        others = [h for h in list(self._services) if h != self._logger]
-        self._stop_services(others, deadline)
-        self._stop_services([self._logger], deadline)
+        services, logger = self._router.services, self._life.logger
+        self._life.stop_services([h for h in list(services) if h not in self._builtin], deadline)
+        self._life.stop_services([h for h in list(services) if h != logger], deadline)
+        self._life.stop_services([logger], deadline)
         self.coord.stop()
-        self._running = False
+        self._running = self._life.running = False
         for component in reversed(self._components):
             component.stop()
-        self._monitor_thread.stop()
+        self._watchdog.stop()
         self._timer.stop()
         self._scheduler.stop()
-
-    def _endpoints(self) -> dict[str, str]:
-        """Addresses this node advertises in membership (harbor sockets, console)."""
-        endpoints = self._harbor_endpoints(self._clustered)
-        port, _, bind = self._console
-        if port:
-            host = self._advertise if bind in ("0.0.0.0", "::") else bind
-            endpoints["console"] = f"{host}:{port}"
-        return endpoints
-
-    def _stop_services(self, handles: list[int], deadline: float) -> None:
-        for h in handles:
-            self._signal(h, "stop")
-        with self._retired:
-            while any(h in self._services for h in handles):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._retired.wait(min(left, 0.1))
+        _NODES.pop(self._router, None)
 
     # -- the embedding API (plain threads) ------------------------------------------------------
 
@@ -276,31 +286,38 @@ class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
         Raises ``ServiceStartError`` if ``on_start`` raised, ``NameTaken`` if
         ``name`` is held, ``CallTimeout`` after ``timeout`` seconds.
         """
+        names = self._names
+        check = None if name is None else (lambda svc: names.register_local(svc, name))
+        ext = self._router.ext_handle
         handle: int = self._blocking(
-            lambda s: self._spawn(cls, args, name, self._ext_handle, s), timeout
+            lambda s: self._life.spawn(cls, args, ext, s, check), timeout
         )
         return handle
 
     def call(self, dest: Dest, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call a service from a plain thread; same errors as ``Service.call``."""
         t = self.call_timeout if timeout is None else timeout
+        ext = self._router.ext_handle
         return self._blocking(
-            lambda s: self._send(self._ext_handle, dest, s, CALL, (method, args), wake=True),
+            lambda s: self._router.deliver(ext, dest, s, CALL, (method, args), wake=True),
             t or None,
         )
 
     def send(self, dest: Dest, method: str, *args: Any) -> None:
         """Send a one-way message from a plain thread."""
-        self._send(self._ext_handle, dest, 0, SEND, (method, args), wake=True)
+        self._router.deliver(self._router.ext_handle, dest, 0, SEND, (method, args), wake=True)
 
     def kill(self, dest: Dest) -> bool:
         """End a service (on any node) at its next message boundary; False if it does
-        not exist here (a remote kill is sent and True is returned)."""
-        target = self._resolve_local(dest)
-        if node_of(target) != self.node_id:
-            self._remote_control(0, target, "kill")
-            return True
-        return self._signal(target, "kill")
+        not exist here or its node cannot be reached (True once a remote kill is sent)."""
+        return self._router.kill(self._names.handle_of(dest))
+
+    def resolve(self, dest: Dest) -> int:
+        """The handle a name or group stands for now (a handle as is).
+
+        Raises ``ServiceNotFound``.
+        """
+        return self._names.handle_of(dest)
 
     def interrupt(self, dest: Dest) -> bool:
         """Raise ``Interrupted`` inside the handler ``dest`` is running now.
@@ -308,7 +325,7 @@ class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
         Returns False when the service is not running a handler. The handler
         (and a call waiting on it) sees ``Interrupted``; the service keeps serving.
         """
-        handle = self._resolve_local(dest)
+        handle = self._names.handle_of(dest)
         for w in self._scheduler.workers:
             svc, msg, t = w.service, w.message, w.thread
             if svc is not None and msg is not None and svc.handle == handle and t is not None:
@@ -321,140 +338,121 @@ class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
         return False
 
     def services(self) -> list[dict[str, Any]]:
-        """One dict per live service: handle, class, state, stats."""
+        """One dict per live service: handle, class, state, stats, local names."""
         out = []
-        for h, svc in list(self._services.items()):
+        for h, svc in list(self._router.services.items()):
             out.append({
-                "handle": h,
-                "address": format_handle(h),
-                "class": type(svc).__name__,
-                "state": STATE_NAMES[svc._state],
-                "messages": svc._n_msgs,
-                "mailbox": len(svc._mailbox.queue),
-                "cpu": round(svc._cpu, 6),
-                "pending_calls": len(svc._suspended),
+                "handle": h, "address": format_handle(h), "class": type(svc).__name__,
+                **svc.runtime_stats(), "names": self._names.names_of(h),
             })
         return out
 
+    def service(self, handle: int) -> ServiceCore | None:
+        """The live local service object of ``handle`` (for built-ins and tests)."""
+        return self._router.services.get(handle)
+
+    def iter_services(self) -> list[ServiceCore]:
+        """The live local service objects."""
+        return list(self._router.services.values())
+
+    def local_names(self) -> dict[str, int]:
+        """Node-local ``.names`` and their holders."""
+        return self._names.local_names()
+
+    def held_locks(self) -> list[tuple[int, Held]]:
+        """``(handle, held)`` for every cluster lock a local service holds now."""
+        return self._coord_link.held_locks()
+
+    def members(self) -> dict[int, NodeInfo]:
+        """The cluster's live nodes (this one alone when standalone)."""
+        return self.coord.members()
+
+    @property
+    def health(self) -> Health:
+        """The coordination session's health as last reported."""
+        return self._coord_link.health
+
+    @property
+    def master(self) -> tuple[int | None, int]:
+        """``(master node id, epoch)`` as this node last saw them."""
+        return self._coord_link.master_id, self._coord_link.master_epoch
+
+    def host_unique(self, path: str) -> bool:
+        """On the master: start the cluster-unique service ``path`` from its stored spec."""
+        return self._uniques.host(path)
+
+    def sockets_stats(self) -> dict[str, int]:
+        """The socket thread's counters (empty until a service used a socket)."""
+        st = self._parts.sockets.started()
+        return {} if st is None else dict(st.counts, sockets=st.count())
+
+    def log(self, handle: int, level: str, text: str) -> None:
+        """One line to the node's log as ``handle``."""
+        self._life.log(handle, level, text)
+
     def stats(self) -> dict[str, Any]:
-        """Node-wide figures: services, drops by reason, workers, timers, monitor reports."""
+        """Node-wide figures: services, drops by reason, workers, timers, watchdog reports."""
         return {
             "node": self.node_id,
-            "services": len(self._services),
-            "drops": dict(self._drops),
+            "services": len(self._router.services),
+            "drops": self._router.drops(),
             "workers": len(self._scheduler.workers),
             "sleeping": self._scheduler.sleeping,
             "wakeups": self._scheduler.wakeups,
             "tick_wakeups": self._scheduler.tick_wakeups,
             "global_queue": len(self._scheduler.queue),
             "timers": self._timer.pending(),
-            "stuck_reports": self._monitor_thread.reports,
+            "stuck_reports": self._watchdog.reports,
             "uptime": round(time.monotonic() - self.started_at, 3),
-            "harbor": self._transport.stats() if self._transport is not None else {},
+            "harbor": self._harbor.stats(),
         }
 
     def _blocking(self, start: Callable[[int], None], timeout: float | None) -> Any:
         if threading.current_thread() in self._worker_threads:
             raise RuntimeError("blocking Node API called from a worker; use the Service API")
-        s = next(self._ext_sessions)
         box = _Box()
-        self._ext_waiters[s] = box.set
+        s = self._router.ext_session(box.set, once=False)
         try:
             start(s)
             if not box.event.wait(timeout):
                 raise CallTimeout(f"no reply within {timeout}s")
         finally:
-            self._ext_waiters.pop(s, None)
+            self._router.forget_ext_session(s)
         kind, payload = box.result
         if kind == REPLY:
             return payload
-        raise self._exception_from(payload)
+        raise exception_from(payload)
 
-    # -- service lifecycle (called from workers) ---------------------------------------------
+    # -- wiring --------------------------------------------------------------------------
 
-    def _spawn(
-        self, cls: type[Service] | str, args: tuple[Any, ...], name: str | None,
-        reply_to: int, session: int,
-    ) -> None:
-        from .service import Service
+    def _bind(self, svc: Service, handle: int, mailbox: Mailbox) -> None:
+        svc._bind(self._parts, handle, mailbox)
 
-        try:
-            klass = _routing.resolve_class(cls)
-            if not (isinstance(klass, type) and issubclass(klass, Service)):
-                raise TypeError(f"{cls!r} is not a Service subclass")
-        except Exception as err:
-            self._reply_error(reply_to, session, ERR_START, err)
-            return
-        handle = make_handle(self.node_id, next(self._local_ids))
-        svc = klass.__new__(klass)
-        mailbox = Mailbox(svc, self._scheduler.queue)
-        svc._bind(self, handle, mailbox)
-        try:
-            klass.__init__(svc)
-        except Exception as err:
-            self._reply_error(reply_to, session, ERR_START, err)
-            return
-        with self._lock:
-            self._services[handle] = svc
-        if name is not None:
-            try:
-                self._register_now(svc, name)
-            except Exception as err:
-                with self._lock:
-                    self._services.pop(handle, None)
-                self._reply_error(reply_to, session, _routing.code_of(err), err)
-                return
-        if mailbox.push((reply_to, session, SYSTEM, ("start", args))):
-            self._scheduler.wake()
-
-    def _service_started(self, svc: Service, reply_to: int, session: int) -> None:
-        self._reply(svc.handle, reply_to, session, REPLY, svc.handle)
-
-    def _retire(self, svc: Service, reason: str) -> None:
-        """Forget a service that ended: names, monitors (down notices), uniqueness."""
-        h = svc.handle
-        with self._lock:
-            self._services.pop(h, None)
-            watchers = self._forget(h)
-            self._retired.notify_all()
-        self._forget_global(h)
-        self._forget_remote(h)
-        for watcher in watchers:
-            self._push_ext(watcher, (h, 0, SYSTEM, ("down", (h, reason))))
-
-    def _signal(self, handle: int, event: str) -> bool:
-        svc = self._services.get(handle)
-        if svc is None:
-            return False
-        if svc._mailbox.push_front([(0, 0, SYSTEM, (event, None))]):
-            self._scheduler.wake()
-        return True
-
-    # -- threads' callbacks ------------------------------------------------------------------
+    def _remote_control(self, event: str, source: int, target: int) -> None:
+        """kill/monitor/demonitor sent by another node."""
+        if event == "kill":
+            self._router.kill(target)
+        elif event == "monitor":
+            self._monitors.monitor(source, target)
+        elif event == "demonitor":
+            self._monitors.demonitor(source, target)
 
     def _fire_timer(self, handle: int, session: int, payload: Any) -> None:
-        from .message import TIMER
-
-        self._push_ext(handle, (0, session, TIMER, payload))
+        self._router.post(handle, (0, session, TIMER, payload))
 
     def _on_stray(self, exc: BaseException) -> None:
-        self._count_drop("stray-" + type(exc).__name__)
+        self._router.count_drop("stray-" + type(exc).__name__)
 
     def _on_overload(self, svc: Any, length: int) -> None:
-        self._log(svc.handle, "warning", f"mailbox overloaded: {length} messages")
+        self._life.log(svc.handle, "warning", f"mailbox overloaded: {length} messages")
 
     def _report_stuck(self, handle: int, text: str) -> None:
-        self._log(handle, "warning", text)
+        self._life.log(handle, "warning", text)
 
-    def _count_drop(self, reason: str) -> None:
-        with self._lock:
-            self._drops[reason] += 1
 
-    def _reply_error(self, dest: int, session: int, code: int, err: BaseException) -> None:
-        from ._runner import error_payload
+def _ignoring_reason(forget: Callable[[int], None]) -> Callable[[int, str], None]:
+    return lambda handle, reason: forget(handle)
 
-        self._reply(0, dest, session, ERROR, error_payload(code, err))
 
-    def iter_services(self) -> Iterator[Service]:
-        """The live service objects (for built-in services and tests)."""
-        return iter(list(self._services.values()))
+_NODES: dict[Router, Node] = {}
+"""Running nodes by their router (what a bound service holds): ``Node.of``."""

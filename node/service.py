@@ -14,22 +14,26 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from ._cluster import Lock
-from ._runner import CALLBACK, ServiceCore, ServiceExit
-from ._socket_api import SocketAPI
-from ._traps import Wait
+from ._coord_link import Lock
+from ._sockets.api import SocketAPI
 from .address import Group, format_handle, node_of
+from .core.runner import CALLBACK, ServiceCore, ServiceExit
+from .core.suspend import Wait, suspend
 from .errors import CallTimeout, NodeDown, ServiceNotFound
 from .message import CALL, CALL_TIMEOUT, REPLY, SEND
 
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from ._parts import Parts
+    from ._router import Router
     from .address import Dest
+    from .core.mailbox import Mailbox
 
 __all__ = ["Service", "expose"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+_EXPOSED = "_skymesh_exposed"  # the marker @expose sets on a function
 
 
 def expose(fn: F) -> F:
@@ -42,7 +46,7 @@ def expose(fn: F) -> F:
             def echo(self, text):
                 return text
     """
-    fn._skymesh_exposed = True  # type: ignore[attr-defined]
+    setattr(fn, _EXPOSED, True)
     return fn
 
 
@@ -71,7 +75,7 @@ class Service(SocketAPI, ServiceCore):
         handlers: dict[str, tuple[Callable[..., Any], bool]] = {}
         for klass in reversed(cls.__mro__):
             for name, value in vars(klass).items():
-                if callable(value) and getattr(value, "_skymesh_exposed", False):
+                if callable(value) and getattr(value, _EXPOSED, False):
                     handlers[name] = (value, inspect.iscoroutinefunction(value))
                 elif name in handlers:
                     del handlers[name]  # overridden without @expose: no longer exposed
@@ -113,6 +117,17 @@ class Service(SocketAPI, ServiceCore):
     def on_system(self, event: str, data: Any) -> Any:
         """Any other SYSTEM notice."""
 
+    # -- binding (by the node, at spawn) ----------------------------------------------------
+
+    _parts: Parts
+    _router: Router
+
+    def _bind(self, parts: Parts, handle: int, mailbox: Mailbox) -> None:
+        self._bind_core(parts.lifecycle, handle, mailbox, parts.router.services)
+        self._parts = parts
+        self._router = parts.router
+        self._sockets = parts.sockets
+
     # -- messaging ------------------------------------------------------------------------
 
     def send(self, dest: Dest, method: str, *args: Any) -> None:
@@ -121,11 +136,11 @@ class Service(SocketAPI, ServiceCore):
         A send to a service that does not exist is dropped and counted in the
         node's stats (at-most-once delivery).
         """
-        svc = self._services.get(dest)  # the local-handle fast path
+        svc = self._services.get(dest)  # Router.deliver inlined for a local handle
         if svc is not None:
             svc._mailbox.push((self.handle, 0, SEND, (method, args)))
         else:
-            self._node._send(self.handle, dest, 0, SEND, (method, args))
+            self._router.deliver(self.handle, dest, 0, SEND, (method, args))
 
     async def call(
         self,
@@ -146,26 +161,29 @@ class Service(SocketAPI, ServiceCore):
         With ``wait=seconds`` a destination that does not exist yet (a name
         not registered, a node not joined) is waited for that long first.
         """
-        self._session = s = self._session + 1
-        node = self._node
+        t = self._host.call_timeout if timeout is None else timeout
         svc = self._services.get(dest)
-        if svc is not None:
+        if svc is not None:  # Router.deliver inlined for a local handle: the fast path
+            self._session = s = self._session + 1
             svc._mailbox.push((self.handle, s, CALL, (method, args)))
-        else:
-            try:
-                node._send(self.handle, dest, s, CALL, (method, args))
-            except (NodeDown, ServiceNotFound):
-                if not wait:
-                    raise
-                dest = await self._await_destination(dest, wait)
-                node._send(self.handle, dest, s, CALL, (method, args))
-        t = node.call_timeout if timeout is None else timeout
-        if t > 0:
-            self._timers[s] = node._timer.add(t, self.handle, s, CALL_TIMEOUT)
-        return await Wait(s)
+            if t > 0:  # suspend() inlined too: nothing to withdraw from a local mailbox
+                self._timers[s] = self._host.timer.add(t, self.handle, s, CALL_TIMEOUT)
+            return await Wait(s)
+        if wait:
+            dest = await self._reachable(dest, wait)
+        return await suspend(
+            self, lambda s: self._router.deliver(self.handle, dest, s, CALL, (method, args)),
+            t if t > 0 else None, lambda s: self._withdraw(dest, s),
+        )
 
-    async def _await_destination(self, dest: Dest, wait: float) -> int:
-        """Wait up to ``wait`` seconds for ``dest`` to exist; return its handle."""
+    def _withdraw(self, dest: Any, session: int) -> None:
+        """A call ended without its reply (timeout, error, closed): a late reply is refused."""
+        if dest.__class__ is int and node_of(dest) != self._router.node_id:
+            self._parts.harbor.withdraw(dest, self.handle, session)
+
+    async def _reachable(self, dest: Dest, wait: float) -> Dest:
+        """``dest`` once it exists (a name registered, a group member, a node joined),
+        waiting up to ``wait`` seconds; raises ``ServiceNotFound``/``NodeDown`` after."""
         if isinstance(dest, str):
             found = await self.query(dest, wait=wait)
             if found is None:
@@ -173,21 +191,29 @@ class Service(SocketAPI, ServiceCore):
             return found
         if isinstance(dest, Group):
             deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                member = self._node.coord.pick(dest.name, dest.key)
+            while True:
+                member = self._parts.names.resolve(dest, False)
                 if member is not None:
                     return member
+                if time.monotonic() >= deadline:
+                    raise ServiceNotFound(f"group {dest.name!r} still has no members after {wait}s")
                 await self.sleep(0.05)
-            raise ServiceNotFound(f"group {dest.name!r} still has no members after {wait}s")
-        self._session = s = self._session + 1
-        handle = self.handle
-        node = self._node
-        if node._when_member(node_of(dest), lambda: node._push_ext(handle, (0, s, REPLY, True))):
-            self._timers[s] = node._timer.add(wait, handle, s, CALL_TIMEOUT)
-            try:
-                await Wait(s)
-            except CallTimeout:
-                raise NodeDown(f"node {node_of(dest)} did not join within {wait}s") from None
+        harbor = self._parts.harbor
+        nid = node_of(dest)
+        if harbor.transport is None or nid == self._router.node_id:
+            return dest
+        post, me = self._router.post, self.handle
+        joined: list[bool] = []
+
+        def start(s: int) -> None:
+            if not harbor.when_member(nid, lambda: post(me, (0, s, REPLY, True))):
+                post(me, (0, s, REPLY, True))  # a member already: resume at once
+            joined.append(True)
+
+        try:
+            await suspend(self, start, wait)
+        except CallTimeout:
+            raise NodeDown(f"node {nid} did not join within {wait}s") from None
         return dest
 
     def fork(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -197,9 +223,7 @@ class Service(SocketAPI, ServiceCore):
 
     async def sleep(self, seconds: float) -> None:
         """Suspend this coroutine for ``seconds``; the service goes on with other messages."""
-        self._session = s = self._session + 1
-        self._timers[s] = self._node._timer.add(seconds, self.handle, s, None)
-        await Wait(s)
+        await suspend(self, timeout=seconds, expiry=None)
 
     async def yield_(self) -> None:
         """Let the other queued messages run, then continue (``skynet.yield``)."""
@@ -208,21 +232,21 @@ class Service(SocketAPI, ServiceCore):
     def timeout(self, seconds: float, fn: Callable[..., Any], *args: Any) -> int:
         """Run ``fn(*args)`` (plain or async) after ``seconds``. Returns an id for
         :meth:`cancel_timeout`."""
-        self._session = s = self._session + 1
+        s = self._new_session()
         self._callbacks[s] = (fn, args)
-        self._timers[s] = self._node._timer.add(seconds, self.handle, s, CALLBACK)
+        self._arm(s, seconds, CALLBACK)
         return s
 
     def cancel_timeout(self, timer_id: int) -> bool:
         """Cancel a pending :meth:`timeout`; False if it already ran."""
         entry = self._timers.pop(timer_id, None)
         if entry is not None:
-            self._node._timer.cancel(entry)
+            self._host.timer.cancel(entry)
         return self._callbacks.pop(timer_id, None) is not None
 
     def now(self) -> float:
         """Seconds since the node started (monotonic), skynet's ``skynet.now``."""
-        return time.monotonic() - self._node.started_at
+        return time.monotonic() - self._parts.started_at
 
     # -- services ---------------------------------------------------------------------------
 
@@ -231,9 +255,11 @@ class Service(SocketAPI, ServiceCore):
     ) -> int:
         """Start a service (a class or ``"module:Class"``) on this node; return its handle
         once its ``on_start`` has finished. Raises ``ServiceStartError``."""
-        self._session = s = self._session + 1
-        self._node._spawn(cls, args, name, self.handle, s)
-        handle: int = await Wait(s)
+        names = self._parts.names
+        check = None if name is None else (lambda svc: names.register_local(svc, name))
+        handle: int = await suspend(
+            self, lambda s: self._parts.lifecycle.spawn(cls, args, self.handle, s, check)
+        )
         return handle
 
     async def uniqueservice(
@@ -247,11 +273,8 @@ class Service(SocketAPI, ServiceCore):
         """
         if cluster:
             path = cls if isinstance(cls, str) else f"{cls.__module__}:{cls.__qualname__}"
-            return await self._node._cluster_unique(self, path, args)
-        self._session = s = self._session + 1
-        self._node._unique_service(cls, args, self.handle, s)
-        handle: int = await Wait(s)
-        return handle
+            return await self._parts.uniques.cluster(self, path, args)
+        return await self._parts.uniques.local(self, cls, args)
 
     def exit(self) -> NoReturn:
         """End this service now: unwinds the running handler, closes its suspended
@@ -259,71 +282,58 @@ class Service(SocketAPI, ServiceCore):
         raise ServiceExit
 
     def kill(self, dest: Dest) -> None:
-        """End another service at its next message boundary (``exit`` for itself)."""
-        target = self._node._resolve_local(dest)
+        """End another service (on any node) at its next message boundary (``exit`` for
+        itself)."""
+        target = self._parts.names.handle_of(dest)
         if target == self.handle:
             self.exit()
-        self._node.kill(target)
+        self._router.kill(target)
 
     def monitor(self, dest: Dest) -> None:
         """Get ``on_down(handle, reason)`` when ``dest`` ends (at once if it does not exist)."""
-        self._node._monitor(self.handle, self._node._resolve_local(dest))
+        self._parts.monitors.monitor(self.handle, self._parts.names.handle_of(dest))
 
     def demonitor(self, dest: Dest) -> None:
         """Stop monitoring ``dest``."""
-        self._node._demonitor(self.handle, self._node._resolve_local(dest))
+        self._parts.monitors.demonitor(self.handle, self._parts.names.handle_of(dest))
 
     # -- names ------------------------------------------------------------------------------
 
     async def register(self, name: str) -> None:
         """Give this service ``name``: ``".x"`` node-local, ``"x"`` cluster-wide.
         Raises ``NameTaken`` if another live service holds it."""
-        await self._node._register(self, name)
+        await self._parts.names.register(self, name)
 
     async def unregister(self, name: str) -> None:
         """Drop a name this service holds."""
-        await self._node._unregister(self, name)
+        await self._parts.names.unregister(self, name)
 
     async def query(self, name: str, wait: float | None = None) -> int | None:
         """The handle holding ``name``; with ``wait``, wait up to that many seconds for
         it to appear. ``None`` if nobody holds it."""
-        found = self._node._lookup(name)
-        if found is not None or not wait:
-            return found
-        if not name.startswith("."):
-            return await self._node._wait_global(self, name, wait)
-        self._session = s = self._session + 1
-        self._node._wait_name(name, self.handle, s)
-        self._timers[s] = self._node._timer.add(wait, self.handle, s, CALL_TIMEOUT)
-        try:
-            handle: int = await Wait(s)
-        except CallTimeout:
-            return None
-        finally:
-            self._node._unwait_name(name, self.handle, s)
-        return handle
+        return await self._parts.names.query(self, name, wait)
 
     async def join_group(self, name: str) -> None:
         """Join service group ``name``; ``group(name, key=k)`` then may pick this service."""
-        await self._node._join_group(self, name)
+        await self._parts.names.join_group(self, name)
 
     async def leave_group(self, name: str) -> None:
         """Leave service group ``name``."""
-        await self._node._leave_group(self, name)
+        await self._parts.names.leave_group(self, name)
 
     # -- channels (skynet's multicast) -------------------------------------------------------
 
     def publish(self, channel: str, payload: Any) -> None:
         """Send ``payload`` to every subscriber of ``channel`` on every node, once each."""
-        self._node._publish(self.handle, channel, payload)
+        self._parts.harbor.publish(self.handle, channel, payload)
 
     def subscribe(self, channel: str) -> None:
         """Receive ``channel``'s publications as ``on_channel(channel, source, payload)``."""
-        self._node._subscribe(self.handle, channel)
+        self._parts.harbor.subscribe(self.handle, channel)
 
     def unsubscribe(self, channel: str) -> None:
         """Stop receiving ``channel``."""
-        self._node._unsubscribe(self.handle, channel)
+        self._parts.harbor.unsubscribe(self.handle, channel)
 
     # -- cluster: config, membership, locks ----------------------------------------------------
 
@@ -332,15 +342,15 @@ class Service(SocketAPI, ServiceCore):
 
         From now on the service gets ``on_config(key, value)`` when it changes.
         """
-        return self._node._config(self, key, default)
+        return self._parts.coord.config(self.handle, key, default)
 
     async def set_config(self, key: str, value: Any) -> None:
         """Store a JSON value under config ``key``; watchers everywhere are told."""
-        await self._node._coord_op(self, self._node.coord.config_set, key, value)
+        await self._parts.coord.op(self, self._parts.coord.coord.config_set, key, value)
 
     def watch_members(self) -> dict[int, Any]:
         """The live nodes now; later joins and leaves arrive as ``on_member(event, node_id)``."""
-        return self._node._watch_members(self)
+        return self._parts.coord.watch_members(self.handle)
 
     def lock(
         self, key: str, ttl: float = 10.0, wait: float | None = None, backend: str = "redis"
@@ -353,7 +363,7 @@ class Service(SocketAPI, ServiceCore):
         Raises ``LockTimeout`` when not acquired within ``wait`` seconds
         (``None``: wait for ever). Loss while held: ``on_lock_lost(key, fence)``.
         """
-        return Lock(self, key, ttl, wait, backend)
+        return Lock(self._parts.coord, self, key, ttl, wait, backend)
 
     # -- coroutine tools --------------------------------------------------------------------
 
@@ -370,7 +380,7 @@ class Service(SocketAPI, ServiceCore):
 
     def log(self, text: str, level: str = "info") -> None:
         """Write one line to the node's ``.logger`` (time, node, handle, level, text)."""
-        self._node._log(self.handle, level, text)
+        self._host.log(self.handle, level, text)
 
     def __repr__(self) -> str:
         handle = getattr(self, "handle", 0)
@@ -402,9 +412,8 @@ class Critical:
             svc._crit_owner = me
             svc._crit_depth += 1
             return
-        svc._session = s = svc._session + 1
-        svc._crit_waiters.append((s, me))
-        await Wait(s)  # ownership was handed to us by __aexit__
+        # Ownership is handed to us by __aexit__, with a REPLY on our session.
+        await suspend(svc, lambda s: svc._crit_waiters.append((s, me)))
 
     async def __aexit__(
         self,
@@ -420,7 +429,7 @@ class Critical:
             s, task = svc._crit_waiters.pop(0)
             svc._crit_owner = task
             svc._crit_depth = 1
-            svc._mailbox.push((svc.handle, s, REPLY, None))
+            svc._router.reply(svc.handle, svc.handle, s, REPLY, None)
         else:
             svc._crit_owner = None
 

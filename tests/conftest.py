@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +34,14 @@ def node(log_path: Path) -> Iterator[Node]:
     while _skymesh_threads() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not _skymesh_threads(), f"threads left behind: {_skymesh_threads()}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port the OS says is free on ``host`` now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.01):  # type: ignore[no-untyped-def]

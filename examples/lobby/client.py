@@ -13,7 +13,7 @@ import socket
 import sys
 import time
 
-from node.gate import pack
+from node.builtins import pack
 
 
 class LobbyClient:

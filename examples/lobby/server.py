@@ -18,7 +18,7 @@ import contextlib
 from typing import Any
 
 from node import CallFailed, LockTimeout, NameTaken, Service, expose, group
-from node.gate import Agent, Gate
+from node.builtins import Agent, Gate
 
 ROOMS_GROUP = "lobby.rooms"
 MAX_NICK = 24

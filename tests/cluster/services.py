@@ -6,6 +6,7 @@ import os
 import time
 
 from node import Service, expose
+from node.address import node_of
 
 
 class Probe(Service):
@@ -22,7 +23,7 @@ class Probe(Service):
 
     @expose
     def where(self):
-        return {"node": self._node.node_id, "handle": self.handle, "pid": os.getpid()}
+        return {"node": node_of(self.handle), "handle": self.handle, "pid": os.getpid()}
 
     @expose
     def echo(self, value):
@@ -107,4 +108,4 @@ class Singleton(Service):
 
     @expose
     def where(self):
-        return self._node.node_id
+        return node_of(self.handle)

@@ -271,7 +271,7 @@ def test_status_from_outside(nodes, driver: Node, servers, cluster) -> None:
     import subprocess
     import sys
 
-    from node._remote import free_port
+    from tests.conftest import free_port
 
     ports = {i: free_port("127.0.0.1") for i in (1, 2, 3)}
     for i in (1, 2, 3):

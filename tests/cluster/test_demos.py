@@ -9,9 +9,8 @@ import pytest
 
 from examples.lobby.client import LobbyClient
 from node import Node
-from node._remote import free_port
 from tests.cluster.conftest import wait_members
-from tests.conftest import wait_for
+from tests.conftest import free_port, wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from node import Node, expose
+from node import CallError, Node, expose
 from tests import coord_scenarios as sc
 from tests.conftest import wait_for
 
@@ -77,9 +77,7 @@ class Holder(sc.Locker):
 def test_redis_restart_tells_the_holding_service(znode: Node, faults) -> None:
     h = znode.newservice(Holder)
     out: list = []
-    t = threading.Thread(
-        target=lambda: out.append(znode.call(h, "hold", "acct", 4.0, "redis", timeout=30))
-    )
+    t = threading.Thread(target=lambda: out.append(_outcome(znode, h, "acct", 4.0, "redis")))
     t.start()
     wait_for(lambda: znode.call(h, "get_log"))
     first_fence = znode.call(h, "get_log")[0][1]
@@ -87,6 +85,8 @@ def test_redis_restart_tells_the_holding_service(znode: Node, faults) -> None:
     wait_for(lambda: znode.call(h, "lost_notices"), timeout=20)
     assert tuple(znode.call(h, "lost_notices")[0]) == ("acct", first_fence)
     t.join(30)
+    # The block ran past the loss: it ends with LockLost, not with its result.
+    assert out and isinstance(out[0], CallError) and out[0].remote_type == "LockLost"
     other = znode.newservice(Holder)
     assert znode.call(other, "hold", "acct", 0.01, "redis") > first_fence
 
@@ -94,7 +94,8 @@ def test_redis_restart_tells_the_holding_service(znode: Node, faults) -> None:
 def test_session_expiry_reregisters_names_and_reports_zk_locks(znode: Node, faults) -> None:
     a = znode.newservice(sc.Member, "survivor")
     h = znode.newservice(Holder)
-    t = threading.Thread(target=lambda: znode.call(h, "hold", "zkey", 3.0, "zk", timeout=30))
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(_outcome(znode, h, "zkey", 3.0, "zk")))
     t.start()
     wait_for(lambda: znode.call(h, "get_log"))
     faults.expire_session(znode.coord)
@@ -103,3 +104,11 @@ def test_session_expiry_reregisters_names_and_reports_zk_locks(znode: Node, faul
     wait_for(lambda: znode.coord.query_name("survivor") == a, timeout=30)
     assert znode.call("survivor", "whoami") == a
     t.join(30)
+    assert out and isinstance(out[0], CallError) and out[0].remote_type == "LockLost"
+
+
+def _outcome(node: Node, h: int, key: str, seconds: float, backend: str) -> object:
+    try:
+        return node.call(h, "hold", key, seconds, backend, timeout=30)
+    except CallError as exc:
+        return exc

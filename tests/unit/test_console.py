@@ -10,9 +10,9 @@ import time
 import pytest
 
 from node import Node, Service, expose, format_handle
+from node.builtins import parse_dest, start_console
 from node.cli import main
-from node.cli_ops import ConsoleClient
-from node.console import parse_dest, start_console
+from node.cli.ops import ConsoleClient
 from tests.conftest import wait_for
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from node import Node, ServiceStartError, expose
-from node.gate import Agent, Gate, pack
+from node.builtins import Agent, Gate, pack
 from tests.conftest import wait_for
 
 

@@ -9,8 +9,7 @@ from collections import deque
 import pytest
 
 from node import Node, Service, expose
-from node.mailbox import Mailbox
-from node.scheduler import WEIGHTS, Scheduler, batch_size
+from node.core import WEIGHTS, Mailbox, Scheduler, batch_size
 from tests.conftest import wait_for
 
 

@@ -11,8 +11,9 @@ import sys
 import time
 from typing import IO, Any
 
-from .address import format_handle
-from .service import Service, expose
+from ..address import format_handle
+from ..node import Node
+from ..service import Service, expose
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
@@ -33,15 +34,24 @@ class Logger(Service):
         if self.out is not sys.stdout:
             self.out.close()
 
-    @expose
+    def on_system(self, event: str, data: Any) -> None:
+        """``("log", (when, handle, level, text))`` from the node's log path.
+
+        A SYSTEM event rather than an exposed handler: no message from another
+        node can write to the log (the harbor link refuses SYSTEM ``log``).
+        """
+        if event == "log":
+            self.write(*data)
+
     def write(self, when: float, handle: int, level: str, text: str) -> None:
-        """Write one line if ``level`` passes the threshold."""
+        """Write one line if ``level`` passes the threshold (control characters escaped,
+        so no text can forge a second line)."""
         if LEVELS.get(level, 20) < self.threshold:
             return
         self.lines += 1
         millis = int(when % 1 * 1000)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + f".{millis:03d}Z"
-        node = self._node.node_id
+        node = Node.of(self).node_id
         if self.fmt == "json":
             record: dict[str, Any] = {
                 "time": stamp, "node": node, "handle": format_handle(handle),
@@ -49,10 +59,23 @@ class Logger(Service):
             }
             self.out.write(json.dumps(record) + "\n")
         else:
-            self.out.write(f"{stamp} node={node} {format_handle(handle)} {level.upper()} {text}\n")
+            line = f"{stamp} node={node} {format_handle(handle)} {level.upper()} {_escape(text)}"
+            self.out.write(line + "\n")
         self.out.flush()
 
     @expose
     def count(self) -> int:
         """Lines written so far."""
         return self.lines
+
+
+def _escape(text: str) -> str:
+    """Newlines and other control characters as visible escapes: one record, one line,
+    so no text (a forged name, a client's bytes) can start a line that looks like
+    another record. A traceback reads as one line with ``\\n`` between its lines."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _CONTROL.get(c, f"\\x{ord(c):02x}") for c in text)
+
+
+_CONTROL = {"\n": "\\n", "\r": "\\r", "\t": "\t"}

@@ -1,4 +1,4 @@
-"""The monitor thread: reports workers stuck on one message (skynet's monitor).
+"""The watchdog thread: reports workers stuck on one message (skynet's monitor).
 
 Like skynet, it compares each worker's message counter between checks: a
 worker that is busy and whose counter has not moved for ``threshold``
@@ -12,8 +12,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from .address import format_handle
-from .message import KIND_NAMES
+from ..address import format_handle
+from ..message import KIND_NAMES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .scheduler import Worker
 
 
-class MonitorThread:
+class Watchdog:
     """Watches the workers; calls ``report(dest_handle, text)`` for each stuck one."""
 
     def __init__(
@@ -29,7 +29,7 @@ class MonitorThread:
         workers: list[Worker],
         report: Callable[[int, str], None],
         threshold: float = 5.0,
-        name: str = "skymesh-monitor",
+        name: str = "skymesh-watchdog",
     ) -> None:
         self._workers = workers
         self._report = report
@@ -42,12 +42,12 @@ class MonitorThread:
         self.reports = 0
 
     def start(self) -> None:
-        """Start the monitor thread."""
+        """Start the watchdog thread."""
         self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop and join the monitor thread."""
+        """Stop and join the watchdog thread."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5.0)

@@ -18,49 +18,52 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ._runner import RUNNING, STARTING
-from ._socket_thread import SocketThread
-from ._traps import Wait
-from .errors import CallTimeout, SocketError
-from .message import CALL_TIMEOUT, SOCKET
+from ..core.runner import RUNNING, STARTING, ServiceCore
+from ..core.suspend import suspend
+from ..errors import CallTimeout, SocketError
+from ..message import SOCKET
+from .thread import SocketThread
 
 if TYPE_CHECKING:
-    from ._runner import ServiceCore
-    from .node import Node
+    from collections.abc import Callable
 
-    _Base = ServiceCore
-else:
-    _Base = object
+    from .._lifecycle import Lifecycle
+    from .._router import Router
 
-__all__ = ["SocketAPI", "sockets_of"]
-
-_threads: dict[int, SocketThread] = {}  # id(node) -> its socket thread, while it runs
-_threads_lock = threading.Lock()
+__all__ = ["SocketAPI", "Sockets"]
 
 
-def sockets_of(node: Node) -> SocketThread:
-    """The node's socket thread, started (and registered with the node) on first use."""
-    st = _threads.get(id(node))
-    if st is not None and st.node is node:
-        return st
-    with _threads_lock:
-        st = _threads.get(id(node))
-        if st is None or st.node is not node:
-            st = SocketThread(node)
-            st.on_stop = _forget
-            _threads[id(node)] = st
-            st.start()
-            node.add_component(st)
-    return st
+class Sockets:
+    """The node's socket thread, started on first use and stopped with the node."""
+
+    def __init__(
+        self, router: Router, lifecycle: Lifecycle, on_start: Callable[[SocketThread], None]
+    ) -> None:
+        self._router = router
+        self._lifecycle = lifecycle
+        self._on_start = on_start  # registers the thread for the node's stop
+        self._thread: SocketThread | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> SocketThread:
+        """The socket thread, started now if this is the first use."""
+        st = self._thread
+        if st is not None:
+            return st
+        with self._lock:
+            if self._thread is None:
+                st = SocketThread(self._router, self._lifecycle)
+                st.start()
+                self._on_start(st)
+                self._thread = st
+            return self._thread
+
+    def started(self) -> SocketThread | None:
+        """The socket thread if it runs, without starting it."""
+        return self._thread
 
 
-def _forget(st: SocketThread) -> None:
-    with _threads_lock:
-        if _threads.get(id(st.node)) is st:
-            del _threads[id(st.node)]
-
-
-class SocketAPI(_Base):
+class SocketAPI(ServiceCore):
     """TCP sockets for services. Every method is safe on any worker and never blocks.
 
     Example, a line echo server::
@@ -73,6 +76,8 @@ class SocketAPI(_Base):
                 self.socket_write(sock_id, data)
     """
 
+    _sockets: Sockets  # bound by the node with the rest of the service's parts
+
     # -- the verbs ------------------------------------------------------------------------
 
     def listen(self, host: str, port: int, backlog: int = 128) -> int:
@@ -82,7 +87,7 @@ class SocketAPI(_Base):
         ``on_socket_accept(listen_id, sock_id, addr)`` and start reading at
         once. Raises ``SocketError`` (address in use, bad address).
         """
-        st = sockets_of(self._node)
+        st = self._sockets.get()
         try:
             return st.listen(self.handle, host, port, backlog)
         except OSError as exc:
@@ -95,17 +100,15 @@ class SocketAPI(_Base):
         ``timeout`` seconds, default the node's ``call_timeout``; ``0`` waits
         for ever).
         """
-        st = sockets_of(self._node)
-        self._session = s = self._session + 1
+        st = self._sockets.get()
         sid = st.new_id()
-        st.connect(self.handle, s, sid, host, port)
-        t = self._node.call_timeout if timeout is None else timeout
-        if t > 0:
-            self._timers[s] = self._node._timer.add(t, self.handle, s, CALL_TIMEOUT)
+        t = self._host.call_timeout if timeout is None else timeout
         try:
-            got: int = await Wait(s)
+            got: int = await suspend(
+                self, lambda s: st.connect(self.handle, s, sid, host, port), t or None,
+                lambda s: st.close(sid, True),  # still connecting (or given up): abandon it
+            )
         except CallTimeout:
-            st.close(sid, True)  # still connecting: abandon it
             raise SocketError(f"connect {host}:{port}: timed out after {t}s") from None
         return got
 
@@ -115,30 +118,30 @@ class SocketAPI(_Base):
         Past the high-water mark (1 MiB) the owner gets ``on_socket_warning``.
         Writing to a closed socket does nothing: its close event has told the owner.
         """
-        sockets_of(self._node).write(sock_id, data)
+        self._sockets.get().write(sock_id, data)
 
     def socket_close(self, sock_id: int, force: bool = False) -> None:
         """Close a socket after its queued writes are sent (at once with ``force``).
 
         The owner gets ``on_socket_close(sock_id, "closed")``.
         """
-        sockets_of(self._node).close(sock_id, force)
+        self._sockets.get().close(sock_id, force)
 
     def socket_pause(self, sock_id: int) -> None:
         """Stop reading ``sock_id`` (backpressure: the peer's writes stall in TCP)."""
-        sockets_of(self._node).set_paused(sock_id, True)
+        self._sockets.get().set_paused(sock_id, True)
 
     def socket_resume(self, sock_id: int) -> None:
         """Start reading ``sock_id`` again after :meth:`socket_pause`."""
-        sockets_of(self._node).set_paused(sock_id, False)
+        self._sockets.get().set_paused(sock_id, False)
 
     def socket_transfer(self, sock_id: int, handle: int) -> None:
         """Make ``handle`` (a service on this node) the owner of ``sock_id``'s events."""
-        sockets_of(self._node).transfer(sock_id, handle)
+        self._sockets.get().transfer(sock_id, handle)
 
     def socket_address(self, sock_id: int) -> tuple[str, int] | None:
         """The bound address of a listening socket, or the peer of a connection."""
-        addr = sockets_of(self._node).addresses.get(sock_id)
+        addr = self._sockets.get().addresses.get(sock_id)
         return None if addr is None else (str(addr[0]), int(addr[1]))
 
     # -- hooks (override) --------------------------------------------------------------------
@@ -158,7 +161,7 @@ class SocketAPI(_Base):
         """``buffered`` bytes wait to be sent on ``sock_id`` (past the high-water mark,
         doubling each time); ``0`` when the buffer has drained again."""
         if buffered:
-            self._node._log(self.handle, "warning", f"socket {sock_id}: {buffered} bytes buffered")
+            self._host.log(self.handle, "warning", f"socket {sock_id}: {buffered} bytes buffered")
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -167,7 +170,7 @@ class SocketAPI(_Base):
             if self._state == STARTING:  # held with CALL/SEND until on_start has finished
                 self._deferred.append((0, session, SOCKET, payload))
             else:
-                self._node._count_drop("socket-dead-service")
+                self._host.count_drop("socket-dead-service")
             return
         event = payload[0]
         if event == "data":
@@ -179,4 +182,4 @@ class SocketAPI(_Base):
         elif event == "warning":
             self._run_callable(self.on_socket_warning, payload[1:], "on_socket_warning")
         else:
-            self._node._count_drop("socket-unknown-event")
+            self._host.count_drop("socket-unknown-event")

@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .service import Service
+from typing import Any, Protocol
 
 OVERLOAD_THRESHOLD = 1024
+
+
+class Runnable(Protocol):
+    """What a worker runs a mailbox's messages on (``runner.ServiceCore``)."""
+
+    handle: int
+    _cpu: float
+
+    def _dispatch(self, msg: tuple[int, int, int, Any]) -> None: ...
 
 
 class Mailbox:
@@ -29,7 +35,7 @@ class Mailbox:
 
     __slots__ = ("_claim", "global_queue", "in_global", "overload", "queue", "service")
 
-    def __init__(self, service: Service, global_queue: deque[Mailbox]) -> None:
+    def __init__(self, service: Runnable, global_queue: deque[Mailbox]) -> None:
         self.service = service
         # Appended by any thread; popped only by the worker that owns the mailbox.
         self.queue: deque[tuple[int, int, int, Any]] = deque()

@@ -1,6 +1,6 @@
 """``.console``: the debug console, a text line protocol over TCP on loopback.
 
-A :class:`~node.gate.Gate` in line framing whose agents run commands; every
+A :class:`~node.builtins.gate.Gate` in line framing whose agents run commands; every
 answer ends with ``<CMD OK>`` or ``<CMD Error> reason`` (skynet's debug
 console), so scripts know where it stops. With a token the first line must
 be ``auth <token>``. Try it with ``nc 127.0.0.1 <port>`` or ``skymesh console``.
@@ -20,18 +20,13 @@ import json
 import shlex
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from coord.api import Held
-
-from ._socket_api import sockets_of
-from .address import format_handle
-from .errors import CallError, CallFailed
+from ..address import format_handle
+from ..errors import CallError, CallFailed
+from ..node import Node
+from ..service import expose
 from .gate import Agent, Gate
-from .service import expose
-
-if TYPE_CHECKING:
-    from .node import Node
 
 __all__ = ["Console", "ConsoleAgent", "parse_dest", "start_console"]
 
@@ -105,7 +100,7 @@ class Console(Gate):
 
     def _sample(self) -> None:
         # Messages handled since the last sample, over live services (ended ones drop out).
-        counts = {s.handle: s._n_msgs for s in self._node.iter_services()}
+        counts = {s["handle"]: s["messages"] for s in Node.of(self).services()}
         done = sum(max(0, n - self.seen.get(h, n)) for h, n in counts.items())
         self.seen = counts
         self.rate = done / RATE_EVERY
@@ -160,7 +155,7 @@ class ConsoleAgent(Agent):
         if auth is not None:
             return auth
         cmd, args = words[0].lower(), words[1:]
-        node = self._node
+        node = Node.of(self)
         if cmd == "help":
             return [f"{usage:<34} {what}" for usage, what in HELP]
         if cmd == "quit":
@@ -169,8 +164,7 @@ class ConsoleAgent(Agent):
         if cmd == "list":
             return [_service_line(s) for s in node.services()]
         if cmd == "stat":
-            sockets = sockets_of(node)
-            stats = dict(node.stats(), sockets=sockets.count(), **sockets.counts,
+            stats = dict(node.stats(), **node.sockets_stats(),
                          messages_per_second=await self._rate())
             return [f"{k}: {v}" for k, v in stats.items()]
         if cmd == "mem":
@@ -185,15 +179,15 @@ class ConsoleAgent(Agent):
             return await self._on_service(cmd, parse_dest(args[0]))
         if cmd == "names":
             local = [f"{n} {format_handle(h)} (local)"
-                     for n, h in sorted(node._local_names.items())]
+                     for n, h in sorted(node.local_names().items())]
             glob = [f"{n} {format_handle(h)}" for n, h in sorted(node.coord.names().items())]
             return local + glob
         if cmd == "groups":
             return [f"{g}: {' '.join(format_handle(h) for h in members)}"
                     for g, members in sorted(node.coord.groups().items())]
         if cmd == "locks":
-            return [f"{key} fence={fence} backend={backend} held by {format_handle(h)}"
-                    for h, key, fence, backend in _held_locks(node)]
+            return [f"{held.key} fence={held.fence} backend={held.backend} "
+                    f"held by {format_handle(h)}" for h, held in node.held_locks() if held.valid]
         if cmd == "nodes":
             master, epoch = node.coord.master()
             lines = [f"master {master} epoch {epoch}"]
@@ -215,8 +209,8 @@ class ConsoleAgent(Agent):
         return rate
 
     async def _on_service(self, cmd: str, dest: int | str) -> list[str]:
-        node = self._node
-        handle = node._resolve_local(dest)
+        node = Node.of(self)
+        handle = node.resolve(dest)
         if cmd == "kill":
             return [f"killed {format_handle(handle)}" if node.kill(handle) else "no such service"]
         if cmd == "interrupt":
@@ -230,18 +224,17 @@ class ConsoleAgent(Agent):
                 if exc.remote_type != "NoHandler":
                     raise
             return [f"{format_handle(handle)} alive: {(time.perf_counter() - t0) * 1000:.3f} ms"]
-        svc = node._services.get(handle)
-        if svc is None:
+        entry = next((s for s in node.services() if s["handle"] == handle), None)
+        if entry is None:
             raise ValueError(f"no service {format_handle(handle)} on this node")
-        entry = next((s for s in node.services() if s["handle"] == handle), {})
+        names, waits = entry.pop("names"), entry.pop("waiting_in")
         lines = [f"{k}: {v}" for k, v in entry.items()]
-        lines.append(f"names: {' '.join(sorted(node._names_of.get(handle, ()))) or '-'}")
-        waits = sorted({t.method for t in svc._suspended.values()})
+        lines.append(f"names: {' '.join(names) or '-'}")
         lines.append(f"suspended in: {', '.join(waits) or '-'}")
         return lines
 
     async def _status(self) -> dict[str, Any]:
-        node = self._node
+        node = Node.of(self)
         master, epoch = node.coord.master()
         try:
             rate = await self._rate()
@@ -253,7 +246,7 @@ class ConsoleAgent(Agent):
             "epoch": epoch,
             "members": {str(i): dict(m.endpoints) for i, m in node.coord.members().items()},
             "names": {n: format_handle(h) for n, h in node.coord.names().items()},
-            "local_names": {n: format_handle(h) for n, h in node._local_names.items()},
+            "local_names": {n: format_handle(h) for n, h in node.local_names().items()},
             "groups": {g: [format_handle(h) for h in m] for g, m in node.coord.groups().items()},
             "services": node.services(),
             "messages_per_second": rate,
@@ -278,22 +271,3 @@ def _mem() -> list[str]:
     lines.append(f"python blocks: {sys.getallocatedblocks()}")
     lines.append(f"gc counts: {gc.get_count()} objects tracked: {len(gc.get_objects())}")
     return lines
-
-
-def _held_locks(node: Node) -> list[tuple[int, str, int, str]]:
-    """Cluster locks held by this node's suspended coroutines, found in their frames.
-
-    ``async with self.lock(...) as held`` keeps ``held`` in the frame while the
-    body runs; a lock held across a suspension is found this way.
-    """
-    found = []
-    for svc in node.iter_services():
-        for task in list(svc._suspended.values()):
-            coro: Any = task.coro
-            while coro is not None and hasattr(coro, "cr_frame"):
-                frame = coro.cr_frame
-                for value in (frame.f_locals.values() if frame is not None else ()):
-                    if isinstance(value, Held) and value.valid:
-                        found.append((svc.handle, value.key, value.fence, value.backend))
-                coro = coro.cr_await
-    return found

@@ -26,7 +26,7 @@ EXIT_FAIL, EXIT_USAGE = 1, 2
 
 def add_commands(sub: Any) -> None:
     """Add the operator subcommands to the ``skymesh`` parser's subparsers."""
-    from . import cli_cluster
+    from . import cluster as cli_cluster
 
     cli_cluster.add_commands(sub)
 
@@ -55,7 +55,7 @@ def _console_args(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run an operator subcommand; returns the exit status."""
-    from . import cli_cluster
+    from . import cluster as cli_cluster
 
     done = cli_cluster.run(args)
     if done is not None:
@@ -131,8 +131,8 @@ def _settings(args: argparse.Namespace) -> tuple[Any, int | None, str | None]:
     """(config or None, port, token) from the flags, then the config."""
     cfg = None
     if args.config is not None or args.port is None:
-        from .config import load_config
-        from .errors import ConfigError
+        from ..config import load_config
+        from ..errors import ConfigError
 
         try:
             cfg = load_config(args.config)

@@ -30,8 +30,8 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any
 
-from ._runner import ServiceExit
-from .service import Service, expose
+from ..core.runner import ServiceExit
+from ..service import Service, expose
 
 __all__ = ["DEFAULTS", "Agent", "Gate", "pack"]
 
@@ -228,7 +228,7 @@ class Gate(Service):
 
     def _backlog(self, c: _Client) -> int:
         svc = self._services.get(c.agent)
-        return len(svc._mailbox.queue) if svc is not None else 0
+        return svc.queued() if svc is not None else 0
 
     def _feed(self, c: _Client) -> None:
         """Hand held frames to the agent while its backlog allows; pause reading otherwise.

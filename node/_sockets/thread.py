@@ -30,12 +30,11 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from .message import ERR_OTHER, ERROR, REPLY, SOCKET
+from ..message import ERR_OTHER, ERROR, REPLY, SOCKET
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from .node import Node
+    from .._lifecycle import Lifecycle
+    from .._router import Router
 
 __all__ = ["HIGH_WATER", "SocketThread"]
 
@@ -68,8 +67,9 @@ class _Conn:
 class SocketThread:
     """Owns the node's sockets; see the module docstring for the protocol."""
 
-    def __init__(self, node: Node, high_water: int = HIGH_WATER) -> None:
-        self.node = node
+    def __init__(self, router: Router, lifecycle: Lifecycle, high_water: int = HIGH_WATER) -> None:
+        self._router = router
+        self._lifecycle = lifecycle
         self.high_water = high_water
         self._ids = itertools.count(1)  # next() is atomic under the GIL: any thread may allocate
         self._sel = selectors.DefaultSelector()
@@ -86,7 +86,6 @@ class SocketThread:
         self._running = False
         self._thread: threading.Thread | None = None
         self.counts = {"accepted": 0, "bytes_in": 0, "bytes_out": 0, "errors": 0}
-        self.on_stop: Callable[[SocketThread], None] | None = None  # set by the registry
 
     # -- any thread -----------------------------------------------------------------------
 
@@ -98,8 +97,6 @@ class SocketThread:
 
     def stop(self) -> None:
         """Close every socket (pending writes are dropped) and join the thread. Idempotent."""
-        if self.on_stop is not None:
-            self.on_stop(self)
         if not self._running:
             return
         self._command(("stop",))
@@ -210,7 +207,7 @@ class SocketThread:
                 elif op == "stop":
                     self._running = False
             except Exception as exc:  # a bug here must not kill every socket of the node
-                self.node._log_exc(0, f"socket command {op} failed", exc)
+                self._lifecycle.log_exc(0, f"socket command {op} failed", exc)
 
     def _add(self, conn: _Conn) -> None:
         self._conns[conn.id] = conn
@@ -236,7 +233,7 @@ class SocketThread:
             self._sel.modify(conn.sock, mask, conn)
 
     def _emit(self, conn: _Conn, payload: tuple[Any, ...]) -> None:
-        self.node._push_ext(conn.owner, (0, 0, SOCKET, payload))
+        self._router.post(conn.owner, (0, 0, SOCKET, payload))
 
     def _ready(self, conn: _Conn, mask: int) -> None:
         if conn.kind == "listen":
@@ -258,7 +255,7 @@ class SocketThread:
                 return
             except OSError as exc:  # EMFILE and friends: rest until the next sweep, say so once
                 self.counts["errors"] += 1
-                self.node._log(lconn.owner, "warning", f"accept on socket {lconn.id}: {exc}")
+                self._lifecycle.log(lconn.owner, "warning", f"accept on socket {lconn.id}: {exc}")
                 lconn.paused = True  # else a still-readable listener spins this loop
                 self._update(lconn)
                 return
@@ -305,11 +302,11 @@ class SocketThread:
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.addresses[conn.id] = conn.addr
         self._update(conn)
-        self.node._push_ext(conn.owner, (0, conn.connect_session, REPLY, conn.id))
+        self._router.post(conn.owner, (0, conn.connect_session, REPLY, conn.id))
 
     def _connect_failed(self, owner: int, session: int, text: str) -> None:
         self.counts["errors"] += 1
-        self.node._push_ext(owner, (0, session, ERROR, (ERR_OTHER, "SocketError", text, "")))
+        self._router.post(owner, (0, session, ERROR, (ERR_OTHER, "SocketError", text, "")))
 
     def _read(self, conn: _Conn) -> None:
         try:
@@ -412,7 +409,7 @@ class SocketThread:
     def _sweep(self) -> None:
         """Close the sockets of services that have ended (nobody will ever read them);
         let listeners that rested after an accept error listen again."""
-        services = self.node._services
+        services = self._router.services
         for conn in list(self._conns.values()):
             if conn.owner not in services:
                 self._drop(conn, "owner gone", notify=False)

@@ -8,11 +8,11 @@ this service" and needs no lock.
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .message import (
+from ..errors import CallTimeout
+from ..message import (
     CALL,
     CALL_TIMEOUT,
     ERR_EXITED,
@@ -25,11 +25,11 @@ from .message import (
     SYSTEM,
     TIMER,
 )
+from .faults import error_payload, exception_from
 
 if TYPE_CHECKING:
     from .mailbox import Mailbox
-    from .node import Node
-    from .timer import TimerEntry
+    from .timer import TimerEntry, TimerThread
 
 STARTING, RUNNING, STOPPING, EXITED = range(4)
 STATE_NAMES = ("starting", "running", "stopping", "exited")
@@ -39,6 +39,38 @@ T_HANDLER, T_START, T_STOP, T_OTHER = range(4)
 
 # TIMER payload of a ``timeout(seconds, fn)`` callback.
 CALLBACK = "callback"
+
+
+class Host(Protocol):
+    """What a service's runtime half calls on its node."""
+
+    @property
+    def node_id(self) -> int:
+        """This node's id."""
+
+    call_timeout: float
+    timer: TimerThread
+
+    def reply(self, source: int, dest: int, session: int, kind: int, payload: Any) -> None:
+        """Deliver a REPLY or ERROR (from the worker running ``source``)."""
+
+    def requeue(self, svc: ServiceCore, msgs: list[tuple[int, int, int, Any]]) -> None:
+        """Put ``msgs`` back at the head of ``svc``'s own mailbox."""
+
+    def count_drop(self, reason: str) -> None:
+        """Count a message dropped for ``reason``."""
+
+    def log(self, handle: int, level: str, text: str) -> None:
+        """One log line from ``handle``."""
+
+    def log_exc(self, handle: int, what: str, err: BaseException) -> None:
+        """An error line with the traceback of ``err``."""
+
+    def started(self, svc: ServiceCore, source: int, session: int) -> None:
+        """``svc``'s ``on_start`` finished: answer its creator."""
+
+    def retire(self, svc: ServiceCore, reason: str) -> None:
+        """``svc`` ended: forget its names, monitors, subscriptions; tell its watchers."""
 
 
 class ServiceExit(BaseException):
@@ -70,15 +102,6 @@ class Task:
         self.method = method
 
 
-def error_payload(
-    code: int, exc: BaseException, tb: str | None = None
-) -> tuple[int, str, str, str]:
-    """The ERROR payload describing ``exc``."""
-    if tb is None:
-        tb = "".join(traceback.format_exception(exc))
-    return (code, type(exc).__name__, str(exc), tb)
-
-
 class ServiceCore:
     """The runtime half of a service: state, dispatch and coroutine resumption."""
 
@@ -86,15 +109,17 @@ class ServiceCore:
     _handlers: dict[str, tuple[Callable[..., Any], bool]] = {}
 
     handle: int
-    _node: Node
+    _host: Host
     _mailbox: Mailbox
     _services: dict[Any, Any]  # keyed by int handles; probed with any Dest
 
-    def _bind(self, node: Node, handle: int, mailbox: Mailbox) -> None:
+    def _bind_core(
+        self, host: Host, handle: int, mailbox: Mailbox, services: dict[int, Any]
+    ) -> None:
         self.handle = handle
-        self._node = node
+        self._host = host
         self._mailbox = mailbox
-        self._services = node._services  # shared, read-only here: the send fast path
+        self._services = services  # the node's table, read-only here: the send fast path
         self._handlers = type(self)._handlers  # an instance slot: one lookup less per message
         self._state = STARTING
         self._session = 0
@@ -110,6 +135,35 @@ class ServiceCore:
         self._n_msgs = 0
         self._cpu = 0.0
         self._exit_reason = ""
+
+    # -- what the node may read --------------------------------------------------
+
+    def runtime_stats(self) -> dict[str, Any]:
+        """State, messages handled, mailbox length, busy time and pending waits (racy
+        reads from another thread: good for stats, not for decisions)."""
+        return {
+            "state": STATE_NAMES[self._state],
+            "messages": self._n_msgs,
+            "mailbox": len(self._mailbox.queue),
+            "cpu": round(self._cpu, 6),
+            "pending_calls": len(self._suspended),
+            "waiting_in": sorted({t.method for t in list(self._suspended.values())}),
+        }
+
+    def queued(self) -> int:
+        """Messages waiting in this service's mailbox now (racy read: fine for flow control)."""
+        return len(self._mailbox.queue)
+
+    # -- sessions and deadlines (the suspension helper's half) --------------------------
+
+    def _new_session(self) -> int:
+        """A session number unique within this service. Owner: the running worker."""
+        self._session = s = self._session + 1
+        return s
+
+    def _arm(self, session: int, seconds: float, payload: Any) -> None:
+        """Send this service TIMER ``payload`` on ``session`` after ``seconds``."""
+        self._timers[session] = self._host.timer.add(seconds, self.handle, session, payload)
 
     # -- dispatch -----------------------------------------------------------------
 
@@ -146,7 +200,7 @@ class ServiceCore:
                     self._failed(source, session, method, exc)
                 else:
                     if session:
-                        self._node._reply(self.handle, source, session, REPLY, result)
+                        self._host.reply(self.handle, source, session, REPLY, result)
         elif kind <= TIMER:  # REPLY, ERROR, TIMER: resume whoever waits on the session
             self._resume(session, kind, payload)
         elif kind == SYSTEM:
@@ -169,23 +223,21 @@ class ServiceCore:
                 return  # the reply won the race; its timer was already moot
             self._timers.pop(session, None)
             if payload == CALL_TIMEOUT:
-                from .errors import CallTimeout
-
                 self._step(task, None, CallTimeout(f"no reply to session {session} in time"))
             else:
                 self._step(task, None, None)
             return
         task = self._suspended.pop(session, None)
         if task is None:
-            self._node._count_drop("late-reply")
+            self._host.count_drop("late-reply")
             return
         entry = self._timers.pop(session, None)
         if entry is not None:
-            self._node._timer.cancel(entry)
+            self._host.timer.cancel(entry)
         if kind == REPLY:
             self._step(task, payload, None)
         else:
-            self._step(task, None, self._node._exception_from(payload))
+            self._step(task, None, exception_from(payload))
 
     def _step(self, task: Task, value: Any, exc: BaseException | None) -> None:
         """Run ``task`` until it suspends or finishes. The only place coroutines resume."""
@@ -215,7 +267,7 @@ class ServiceCore:
         kind = task.kind
         if kind == T_HANDLER:
             if task.session:
-                self._node._reply(self.handle, task.source, task.session, REPLY, value)
+                self._host.reply(self.handle, task.source, task.session, REPLY, value)
         elif kind == T_START:
             self._started(task.source, task.session)
         elif kind == T_STOP:
@@ -228,26 +280,26 @@ class ServiceCore:
         elif kind == T_START:
             self._start_failed(task.source, task.session, err)
         elif kind == T_STOP:
-            self._node._log_exc(self.handle, "on_stop failed", err)
+            self._host.log_exc(self.handle, "on_stop failed", err)
             self._finalize()
         else:
-            self._node._log_exc(self.handle, f"{task.method} failed", err)
+            self._host.log_exc(self.handle, f"{task.method} failed", err)
 
     def _failed(self, source: int, session: int, method: str, err: BaseException) -> None:
         if session:
             code = ERR_HANDLER
-            self._node._reply(self.handle, source, session, ERROR, error_payload(code, err))
+            self._host.reply(self.handle, source, session, ERROR, error_payload(code, err))
         else:
-            self._node._log_exc(self.handle, f"{method} failed", err)
+            self._host.log_exc(self.handle, f"{method} failed", err)
 
     def _no_handler(self, source: int, session: int, method: str) -> None:
         text = f"no handler {method!r} in {type(self).__name__}"
         if session:
             payload = (ERR_NO_HANDLER, "NoHandler", text, "")
-            self._node._reply(self.handle, source, session, ERROR, payload)
+            self._host.reply(self.handle, source, session, ERROR, payload)
         else:
-            self._node._count_drop("no-handler")
-            self._node._log(self.handle, "warning", text)
+            self._host.count_drop("no-handler")
+            self._host.log(self.handle, "warning", text)
 
     def _not_running(self, msg: tuple[int, int, int, Any]) -> None:
         source, session, kind, _ = msg
@@ -255,9 +307,9 @@ class ServiceCore:
             self._deferred.append(msg)
         elif kind == CALL and session:
             payload = (ERR_EXITED, "ServiceExited", f"service {self.handle:#x} has exited", "")
-            self._node._reply(self.handle, source, session, ERROR, payload)
+            self._host.reply(self.handle, source, session, ERROR, payload)
         else:
-            self._node._count_drop("dead-service")
+            self._host.count_drop("dead-service")
 
     def _run_callable(self, fn: Callable[..., Any], args: tuple[Any, ...], what: str) -> None:
         try:
@@ -266,7 +318,7 @@ class ServiceCore:
             self._terminate("exit", None)
             return
         except Exception as err:
-            self._node._log_exc(self.handle, f"{what} failed", err)
+            self._host.log_exc(self.handle, f"{what} failed", err)
             return
         if isinstance(result, Coroutine):
             self._step(Task(result, 0, 0, T_OTHER, what), None, None)
@@ -278,8 +330,8 @@ class ServiceCore:
             self._run_callable(fn, args, getattr(fn, "__name__", "fork"))
 
     def _socket_event(self, session: int, payload: Any) -> None:
-        """A SOCKET message; the socket API (node/_socket_api.py) overrides this."""
-        self._node._count_drop("socket-no-handler")
+        """A SOCKET message; the socket API (``node._sockets.api``) overrides this."""
+        self._host.count_drop("socket-no-handler")
 
     # -- system events --------------------------------------------------------------
 
@@ -315,18 +367,17 @@ class ServiceCore:
         self._state = RUNNING
         deferred, self._deferred = self._deferred, []
         if deferred:
-            self._mailbox.push_front(deferred)
-        self._node._service_started(self, source, session)  # type: ignore[arg-type]
+            self._host.requeue(self, deferred)
+        self._host.started(self, source, session)
 
     def _start_failed(self, source: int, session: int, err: BaseException) -> None:
         self._close_tasks(None)
         payload = error_payload(ERR_START, err)
         self._state = EXITED
         self._exit_reason = "start failed"
-        self._node._retire(self,  # type: ignore[arg-type]
-                           "start failed")
+        self._host.retire(self, "start failed")
         self._drain()
-        self._node._reply(self.handle, source, session, ERROR, payload)
+        self._host.reply(self.handle, source, session, ERROR, payload)
 
     # -- ending -----------------------------------------------------------------------
 
@@ -346,8 +397,7 @@ class ServiceCore:
                 self._start_failed(start.source, start.session, RuntimeError(f"service {reason}"))
             else:
                 self._state = EXITED
-                self._node._retire(self,  # type: ignore[arg-type]
-                           reason)
+                self._host.retire(self, reason)
                 self._drain()
             return
         self._state = STOPPING
@@ -359,7 +409,7 @@ class ServiceCore:
         except ServiceExit:
             result = None
         except Exception as err:
-            self._node._log_exc(self.handle, "on_stop failed", err)
+            self._host.log_exc(self.handle, "on_stop failed", err)
             result = None
         if isinstance(result, Coroutine):
             self._step(Task(result, 0, 0, T_STOP, "on_stop"), None, None)
@@ -368,13 +418,13 @@ class ServiceCore:
 
     def _close_tasks(self, running: Task | None) -> None:
         exited = (ERR_EXITED, "ServiceExited", f"service {self.handle:#x} exited", "")
-        node = self._node
+        host = self._host
         tasks = list(self._suspended.values())
         if running is not None:
             tasks.append(running)
         self._suspended.clear()
         for entry in self._timers.values():
-            node._timer.cancel(entry)
+            host.timer.cancel(entry)
         self._timers.clear()
         self._callbacks.clear()
         self._forks.clear()
@@ -383,9 +433,9 @@ class ServiceCore:
                 try:
                     task.coro.close()
                 except BaseException as err:  # a coroutine that refuses to close
-                    node._log_exc(self.handle, "closing a coroutine failed", err)
+                    host.log_exc(self.handle, "closing a coroutine failed", err)
             if task.kind == T_HANDLER and task.session:
-                node._reply(self.handle, task.source, task.session, ERROR, exited)
+                host.reply(self.handle, task.source, task.session, ERROR, exited)
         for msg in self._deferred:
             self._not_running_dead(msg)
         self._deferred.clear()
@@ -400,8 +450,7 @@ class ServiceCore:
             return
         self._close_tasks(None)
         self._state = EXITED
-        self._node._retire(self,  # type: ignore[arg-type]
-                           self._exit_reason or "exit")
+        self._host.retire(self, self._exit_reason or "exit")
         self._drain()
 
     def _drain(self) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-from ._cluster import LAUNCHER_PREFIX, UNIQUE_PREFIX
-from .service import Service, expose
+from .._unique import LAUNCHER_PREFIX
+from ..node import Node
+from ..service import Service, expose
 
 
 class Launcher(Service):
@@ -14,25 +15,29 @@ class Launcher(Service):
     hosts cluster-unique services other nodes ask for."""
 
     async def on_start(self) -> None:
-        await self.register(f"{LAUNCHER_PREFIX}{self._node.node_id}")
+        await self.register(f"{LAUNCHER_PREFIX}{Node.of(self).node_id}")
 
     @expose
-    def host_unique(self, path: str, args: builtins.list[Any]) -> None:
-        """Start the cluster-unique service ``path`` here if this node is the master."""
-        if self._node._hosting_unique:
-            self._node._host_unique(UNIQUE_PREFIX + path, path, tuple(args))
+    def host_unique(self, path: str) -> bool:
+        """Start the cluster-unique service ``path`` here if this node is the master.
+
+        Only a spec stored in cluster config under ``@unique:<path>`` is
+        started, with the class and arguments stored there; nothing in the
+        message chooses code. False when not master or no such spec.
+        """
+        return Node.of(self).host_unique(str(path))
 
     @expose
     def list(self) -> dict[str, str]:
         """``{address: class name}`` for every live service."""
-        return {s["address"]: s["class"] for s in self._node.services()}
+        return {s["address"]: s["class"] for s in Node.of(self).services()}
 
     @expose
     def stat(self) -> builtins.list[dict[str, Any]]:
         """Per-service stats: messages handled, mailbox length, CPU time, pending calls."""
-        return self._node.services()
+        return Node.of(self).services()
 
     @expose
     def node_stat(self) -> dict[str, Any]:
         """Node-wide figures (drops by reason, workers, timers)."""
-        return self._node.stats()
+        return Node.of(self).stats()

@@ -17,7 +17,7 @@ from typing import Any
 
 from coord.errors import CoordError
 
-from .errors import ConfigError, ServiceStartError
+from ..errors import ConfigError, ServiceStartError
 
 EXIT_CONFIG = 2
 
@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--node-id", help="node id or 'auto'")
     n.add_argument("--service", nargs="+", action="append", metavar="ARG",
                    help="start 'module:Class' with optional JSON-or-string args; repeatable")
-    from . import cli_ops
+    from . import ops as cli_ops
 
     cli_ops.add_commands(sub)
     return p
@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "node":
         return _run_node(args)
     if args.command is not None:
-        from . import cli_ops
+        from . import ops as cli_ops
 
         return cli_ops.run(args)
     _parser().print_help()
@@ -63,8 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_node(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .node import Node
+    from ..config import load_config
+    from ..node import Node
 
     overrides: dict[str, Any] = {}
     try:
@@ -105,7 +105,7 @@ def _run_node(args: argparse.Namespace) -> int:
     except CoordError as exc:  # NodeIdTaken, CoordUnavailable: one clear line
         print(f"skymesh: cannot join cluster {cfg.cluster!r}: {exc}", file=sys.stderr)
         return 1
-    node._log(0, "info", f"node {node.node_id} up: {len(node.services())} services")
+    node.log(0, "info", f"node {node.node_id} up: {len(node.services())} services")
     try:
         while not stop.wait(0.5):
             pass
@@ -113,6 +113,3 @@ def _run_node(args: argparse.Namespace) -> int:
         node.stop()
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

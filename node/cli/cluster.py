@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int | None:
 def _view(config_file: str | None) -> tuple[Any, Any] | int:
     from coord.observer import ClusterView
 
-    from .config import load_config
-    from .errors import ConfigError
+    from ..config import load_config
+    from ..errors import ConfigError
 
     try:
         cfg = load_config(config_file)
@@ -54,8 +54,8 @@ def _view(config_file: str | None) -> tuple[Any, Any] | int:
 def _health(args: argparse.Namespace) -> int:
     from coord.errors import CoordError
 
-    from .config import load_config
-    from .errors import ConfigError
+    from ..config import load_config
+    from ..errors import ConfigError
 
     try:
         if load_config(args.config).zk_hosts is None:

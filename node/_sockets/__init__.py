@@ -1,0 +1,1 @@
+"""The socket thread and the socket verbs of the Service API."""

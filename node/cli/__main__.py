@@ -1,0 +1,7 @@
+"""``python -m node.cli``: the ``skymesh`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

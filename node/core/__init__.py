@@ -1,0 +1,37 @@
+"""The node's core: mailboxes, the scheduler, the timer, the stuck-worker watchdog,
+the one way a service coroutine suspends and the one place it is resumed.
+
+The equivalent of skynet's C core, and like it self-contained: nothing here
+imports the rest of ``node``, only the leaf modules (``node.message``,
+``node.address``, ``node.errors``) and ``coord.errors``. What the runner
+needs from the node it runs in is the :class:`Host` protocol; ``node.node``
+wires the real one. ``lint-imports`` enforces this.
+"""
+
+from .faults import code_of, error_payload, exception_from
+from .mailbox import OVERLOAD_THRESHOLD, Mailbox
+from .runner import STATE_NAMES, Host, ServiceCore, ServiceExit
+from .scheduler import WEIGHTS, Scheduler, Worker, batch_size
+from .suspend import Wait, suspend
+from .timer import TimerThread
+from .watchdog import Watchdog
+
+__all__ = [
+    "OVERLOAD_THRESHOLD",
+    "STATE_NAMES",
+    "WEIGHTS",
+    "Host",
+    "Mailbox",
+    "Scheduler",
+    "ServiceCore",
+    "ServiceExit",
+    "TimerThread",
+    "Wait",
+    "Watchdog",
+    "Worker",
+    "batch_size",
+    "code_of",
+    "error_payload",
+    "exception_from",
+    "suspend",
+]

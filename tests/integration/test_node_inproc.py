@@ -1,0 +1,161 @@
+"""Two nodes in one process on the in-process harbor (``harbor.inproc``), with real
+ZooKeeper membership: the node takes a transport, and the harbor link's rules
+(pinned replies, refused kinds, withdrawn calls) are checked without sockets."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from harbor import InprocHub, InprocTransport
+from node import CallError, Node, NodeDown, Service, expose
+from node.message import REPLY, SOCKET, SYSTEM, TIMER
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+class Echo(Service):
+    async def on_start(self, name: str | None = None) -> None:
+        self.seen: list[Any] = []
+        self.woken: list[Any] = []
+        if name:
+            await self.register(name)
+
+    @expose
+    def echo(self, x: Any) -> Any:
+        self.seen.append(x)
+        return x
+
+    @expose
+    def got(self) -> list[Any]:
+        return list(self.seen)
+
+    @expose
+    async def nap(self, seconds: float) -> str:
+        await self.sleep(seconds)
+        self.woken.append(time.monotonic())
+        return "rested"
+
+    @expose
+    def woke(self) -> int:
+        return len(self.woken)
+
+    @expose
+    async def ask(self, dest: int, method: str, args: list[Any], timeout: float = 5) -> Any:
+        return await self.call(dest, method, *args, timeout=timeout)
+
+    def on_socket_data(self, sock_id: int, data: bytes) -> None:
+        self.seen.append(("socket", data))
+
+
+class Pair:
+    def __init__(self, hub: InprocHub, transports: dict[int, InprocTransport], a: Node, b: Node):
+        self.hub, self.transports, self.a, self.b = hub, transports, a, b
+
+
+@pytest.fixture
+def pair(servers: dict[str, str], cluster: str, tmp_path) -> Iterator[Pair]:
+    hub = InprocHub()
+    transports: dict[int, InprocTransport] = {}
+
+    def factory(node_id: int, inc: int, deliver: Any, pub: Any, down: Any) -> InprocTransport:
+        t = InprocTransport(node_id, inc, deliver, pub, down, hub=hub)
+        transports[node_id] = t
+        return t
+
+    nodes = []
+    for i in (1, 2):
+        n = Node(node_id=i, cluster=cluster, zk_hosts=servers["zk"], session_timeout=6.0,
+                 transport=factory, log_file=str(tmp_path / f"log{i}"))
+        n.start()
+        nodes.append(n)
+    a, b = nodes
+    wait_for(lambda: set(a.members()) >= {1, 2} and set(b.members()) >= {1, 2})
+    try:
+        yield Pair(hub, transports, a, b)
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+def test_calls_and_names_cross_the_inproc_harbor(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    eb = b.newservice(Echo, "inproc-echo")
+    assert a.call(eb, "echo", [1, 2]) == [1, 2]
+    wait_for(lambda: a.coord.query_name("inproc-echo") == eb)
+    assert a.call("inproc-echo", "echo", "by name") == "by name"
+    for i in range(100):
+        a.send(eb, "echo", i)
+    wait_for(lambda: len(b.call(eb, "got")) == 102)
+    assert b.call(eb, "got")[2:] == list(range(100))  # order kept per pair
+    ea = a.newservice(Echo)
+    assert a.call(ea, "ask", eb, "echo", ["via a service"]) == "via a service"
+    assert a.stats()["harbor"]["pending_calls"] == 0
+    assert b.stats()["harbor"]["inbound_calls"] == 0
+
+
+def test_a_forged_reply_does_not_wake_a_waiting_service(pair: Pair) -> None:
+    a = pair.a
+    sleeper = a.newservice(Echo)
+    done: list[Any] = []
+    threading.Thread(target=lambda: done.append(a.call(sleeper, "nap", 1.5)), daemon=True).start()
+    time.sleep(0.2)
+    # Node 2's transport is a member's; it answers sessions nobody asked it about.
+    for session in range(1, 20):
+        pair.transports[2].send(1, (sleeper, 0, session, REPLY, "forged"))
+    wait_for(lambda: a.stats()["drops"].get("unexpected-reply", 0) >= 19)
+    assert a.call(sleeper, "woke") == 0 and not done
+    wait_for(lambda: done == ["rested"], timeout=5)
+
+
+def test_lifecycle_timer_and_socket_kinds_are_refused_from_the_wire(pair: Pair) -> None:
+    a = pair.a
+    target = a.newservice(Echo)
+    t2 = pair.transports[2]
+    t2.send(1, (target, 0, 0, SYSTEM, ["start", ["evil"]]))
+    t2.send(1, (target, 0, 0, SYSTEM, ["stop", None]))
+    t2.send(1, (target, 0, 0, TIMER, None))
+    t2.send(1, (target, 0, 0, SOCKET, ["data", 1, b"x"]))
+    wait_for(lambda: a.stats()["drops"].get("remote-kind-refused", 0) >= 2
+             and a.stats()["drops"].get("remote-event-refused", 0) >= 2)
+    assert a.call(target, "got") == []  # nothing reached on_socket_data, still running
+    assert a.kill(target)  # kill is a control event a member may send; it still works
+
+
+def test_timed_out_remote_calls_leave_nothing_pending(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    eb = b.newservice(Echo)
+    ea = a.newservice(Echo)
+    for _ in range(5):
+        with pytest.raises(CallError) as info:
+            a.call(ea, "ask", eb, "nap", [1.0], 0.05)
+        assert info.value.remote_type == "CallTimeout"
+    assert a.stats()["harbor"]["pending_calls"] == 0
+    wait_for(lambda: b.call(eb, "woke") == 5)  # the late replies were refused, not delivered
+    wait_for(lambda: a.stats()["drops"].get("unexpected-reply", 0) >= 5)
+
+
+def test_a_node_lost_from_the_hub_fails_pending_calls(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    eb = b.newservice(Echo)
+    ea = a.newservice(Echo)
+    result: list[Any] = []
+
+    def ask() -> None:
+        try:
+            result.append(a.call(ea, "ask", eb, "nap", [30], 60, timeout=60))
+        except Exception as exc:
+            result.append(exc)
+
+    threading.Thread(target=ask, daemon=True).start()
+    wait_for(lambda: a.stats()["harbor"]["pending_calls"] == 1)
+    pair.hub.kill(2)
+    wait_for(lambda: bool(result), timeout=5)
+    assert isinstance(result[0], Exception) and "NodeDown" in repr(result[0])
+    with pytest.raises(NodeDown):
+        a.call(eb, "echo", 1)
