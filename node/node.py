@@ -198,6 +198,7 @@ class Node:
         node.start()
         try:
             for spec in cfg.services:
+                node.allow(spec.cls)
                 node.newservice(spec.cls, *spec.args, name=spec.name)
         except BaseException:
             node.stop()
@@ -376,6 +377,14 @@ class Node:
     def master(self) -> tuple[int | None, int]:
         """``(master node id, epoch)`` as this node last saw them."""
         return self._coord_link.master_id, self._coord_link.master_epoch
+
+    def allow(self, cls: type[Service] | str) -> None:
+        """Let other nodes start ``cls`` here (as ``@launchable`` does for a class)."""
+        self._life.allow(cls)
+
+    def may_launch(self, path: str) -> bool:
+        """True if another node may ask this one to start ``path``."""
+        return self._life.may_launch(path)
 
     def host_unique(self, path: str) -> bool:
         """On the master: start the cluster-unique service ``path`` from its stored spec."""

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from ._coord_link import Lock
+from ._lifecycle import LAUNCHABLE, class_path
 from ._sockets.api import SocketAPI
+from ._unique import LAUNCHER_PREFIX
 from .address import Group, format_handle, node_of
 from .core.runner import CALLBACK, ServiceCore, ServiceExit
 from .core.suspend import Wait, suspend
@@ -30,10 +32,25 @@ if TYPE_CHECKING:
     from .address import Dest
     from .core.mailbox import Mailbox
 
-__all__ = ["Service", "expose"]
+__all__ = ["Service", "expose", "launchable"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=type)
 _EXPOSED = "_skymesh_exposed"  # the marker @expose sets on a function
+
+
+def launchable(cls: C) -> C:
+    """Let other nodes start this service class here (``newservice(..., node=N)``,
+    a supervisor placing a child). Without it (or a config ``services`` entry naming
+    it) a node's launcher refuses, whatever the message says.
+
+    Example::
+
+        @launchable
+        class Room(Service): ...
+    """
+    LAUNCHABLE.add(class_path(cls))
+    return cls
 
 
 def expose(fn: F) -> F:
@@ -251,10 +268,24 @@ class Service(SocketAPI, ServiceCore):
     # -- services ---------------------------------------------------------------------------
 
     async def newservice(
-        self, cls: type[Service] | str, *args: Any, name: str | None = None
+        self, cls: type[Service] | str, *args: Any, name: str | None = None,
+        node: int | None = None,
     ) -> int:
-        """Start a service (a class or ``"module:Class"``) on this node; return its handle
-        once its ``on_start`` has finished. Raises ``ServiceStartError``."""
+        """Start a service (a class or ``"module:Class"``) and return its handle once its
+        ``on_start`` has finished. Raises ``ServiceStartError``.
+
+        ``node=N`` starts it on node ``N`` through that node's launcher, which
+        only starts classes it allows (``@launchable``, or its config
+        ``services``); a refusal arrives as ``CallError`` (``PermissionError``),
+        an unreachable node as ``NodeDown``/``ServiceNotFound``.
+        """
+        if node is not None and node != self._router.node_id:
+            launcher = f"{LAUNCHER_PREFIX}{node}"
+            # wait=: a node that just joined may not be in this node's name cache yet.
+            handle_: int = await self.call(
+                launcher, "spawn", class_path(cls), list(args), name, wait=self._host.call_timeout
+            )
+            return handle_
         names = self._parts.names
         check = None if name is None else (lambda svc: names.register_local(svc, name))
         handle: int = await suspend(
