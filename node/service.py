@@ -143,7 +143,6 @@ class Service(SocketAPI, ServiceCore):
         self._bind_core(parts.lifecycle, handle, mailbox, parts.router.services)
         self._parts = parts
         self._router = parts.router
-        self._sockets = parts.sockets
 
     # -- messaging ------------------------------------------------------------------------
 
@@ -426,6 +425,17 @@ _RESERVED = frozenset(
 )
 
 
+class _CritState:
+    """Who holds a service's critical section, how deeply, and who waits (FIFO)."""
+
+    __slots__ = ("depth", "owner", "waiters")
+
+    def __init__(self) -> None:
+        self.owner: Any = None
+        self.depth = 0
+        self.waiters: list[tuple[int, Any]] = []
+
+
 class Critical:
     """FIFO lock among one service's coroutines; re-entrant for the coroutine holding it."""
 
@@ -439,12 +449,15 @@ class Critical:
         me = svc._current
         if me is None:
             raise RuntimeError("critical() is for async handlers")
-        if svc._crit_owner is None or svc._crit_owner is me:
-            svc._crit_owner = me
-            svc._crit_depth += 1
+        crit = svc._crit
+        if crit is None:
+            crit = svc._crit = _CritState()
+        if crit.owner is None or crit.owner is me:
+            crit.owner = me
+            crit.depth += 1
             return
         # Ownership is handed to us by __aexit__, with a REPLY on our session.
-        await suspend(svc, lambda s: svc._crit_waiters.append((s, me)))
+        await suspend(svc, lambda s: crit.waiters.append((s, me)))
 
     async def __aexit__(
         self,
@@ -453,15 +466,14 @@ class Critical:
         tb: TracebackType | None,
     ) -> None:
         svc = self.svc
-        svc._crit_depth -= 1
-        if svc._crit_depth:
+        crit = svc._crit
+        crit.depth -= 1
+        if crit.depth:
             return
-        if svc._crit_waiters:
-            s, task = svc._crit_waiters.pop(0)
-            svc._crit_owner = task
-            svc._crit_depth = 1
+        if crit.waiters:
+            s, task = crit.waiters.pop(0)
+            crit.owner = task
+            crit.depth = 1
             svc._router.reply(svc.handle, svc.handle, s, REPLY, None)
         else:
-            svc._crit_owner = None
-
-
+            crit.owner = None

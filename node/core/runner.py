@@ -113,6 +113,14 @@ class ServiceCore:
     _mailbox: Mailbox
     _services: dict[Any, Any]  # keyed by int handles; probed with any Dest
 
+    # Class-level defaults: an idle service carries no instance entry for these
+    # (memory per service matters at 100k services); the first write makes one.
+    _current: Task | None = None  # the coroutine running right now
+    _n_msgs = 0
+    _cpu = 0.0
+    _exit_reason = ""
+    _crit: Any = None  # critical-section state (node.service.Critical), made on first use
+
     def _bind_core(
         self, host: Host, handle: int, mailbox: Mailbox, services: dict[int, Any]
     ) -> None:
@@ -128,13 +136,6 @@ class ServiceCore:
         self._callbacks: dict[int, tuple[Callable[..., Any], tuple[Any, ...]]] = {}
         self._forks: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self._deferred: list[tuple[int, int, int, Any]] = []  # CALL/SEND held during on_start
-        self._current: Task | None = None  # the coroutine running right now
-        self._crit_owner: Task | None = None
-        self._crit_depth = 0
-        self._crit_waiters: list[tuple[int, Task]] = []
-        self._n_msgs = 0
-        self._cpu = 0.0
-        self._exit_reason = ""
 
     # -- what the node may read --------------------------------------------------
 
