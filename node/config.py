@@ -60,6 +60,7 @@ class NodeConfig:
     console_bind: str = "127.0.0.1"  # a container sets 0.0.0.0 to be reachable from outside
     log_file: str | None = None
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one object per line
     call_timeout: float = 10.0
     monitor_threshold: float = 5.0
     services: tuple[ServiceSpec, ...] = field(default_factory=tuple)
@@ -77,7 +78,7 @@ class NodeConfig:
 _INT = {"workers", "console_port", "pull_port", "pub_port", "offload_threads"}
 _FLOAT = {"call_timeout", "monitor_threshold", "session_timeout"}
 _STR = {"cluster", "bind", "advertise", "zk_hosts", "redis_url", "log_file", "log_level",
-        "console_token", "console_bind", "on_session_lost"}  # fmt: skip
+        "console_token", "console_bind", "on_session_lost", "log_format"}  # fmt: skip
 _KEYS = {f.name for f in fields(NodeConfig)}
 
 
@@ -135,7 +136,8 @@ def _validate(raw: dict[str, Any]) -> NodeConfig:
         elif key in _STR:
             if not isinstance(value, str):
                 raise ConfigError(f"{key} must be a string, got {value!r}")
-            keep = ("cluster", "bind", "log_level", "console_bind", "on_session_lost")
+            keep = ("cluster", "bind", "log_level", "console_bind", "on_session_lost",
+                    "log_format")
             out[key] = value or None if key not in keep else value
         elif key == "services":
             out[key] = _services(value)
@@ -144,6 +146,8 @@ def _validate(raw: dict[str, Any]) -> NodeConfig:
     if out.get("log_level", "info") not in ("debug", "info", "warning", "error"):
         level = out["log_level"]
         raise ConfigError(f"log_level must be debug, info, warning or error, got {level!r}")
+    if out.get("log_format", "text") not in ("text", "json"):
+        raise ConfigError(f"log_format must be text or json, got {out['log_format']!r}")
     if out.get("on_session_lost", "serve") not in ("serve", "isolate"):
         got = out["on_session_lost"]
         raise ConfigError(f"on_session_lost must be serve or isolate, got {got!r}")

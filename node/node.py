@@ -95,6 +95,7 @@ class Node:
         monitor_threshold: float = 5.0,
         log_file: str | None = None,
         log_level: str = "info",
+        log_format: str = "text",
         profile: bool = True,
         cluster: str = "standalone",
         zk_hosts: str | None = None,
@@ -119,7 +120,7 @@ class Node:
         self.started_at = time.monotonic()
         self.profile = profile
         self._requested_id: int | None = node_id
-        self._log_args = (log_file, log_level)
+        self._log_args = (log_file, log_level, log_format)
         self._console = (console_port, console_token, console_bind)
         self._console_host = advertise or bind
         self.coord = coordinator or coord.connect(zk_hosts, redis_url, cluster, session_timeout)
@@ -202,7 +203,7 @@ class Node:
             weights=cfg.weights, call_timeout=cfg.call_timeout,
             offload_threads=cfg.offload_threads, on_session_lost=cfg.on_session_lost,
             monitor_threshold=cfg.monitor_threshold, log_file=cfg.log_file,
-            log_level=cfg.log_level,
+            log_level=cfg.log_level, log_format=cfg.log_format,
         )
         node.start()
         try:

@@ -44,7 +44,7 @@ HELP = (
     ("groups", "service groups and their members"),
     ("locks", "cluster locks held by this node's coroutines"),
     ("nodes", "cluster members, master and epoch"),
-    ("call <dest> <method> [arg ...]", "call a service; args JSON, else strings"),
+    ("call [--timeout s] <dest> <method> [arg ...]", "call a service; args JSON, else strings"),
     ("status", "everything above as one JSON line (skymesh status)"),
     ("auth <token>", "first line when the console has a token"),
     ("quit", "close this session"),
@@ -196,9 +196,13 @@ class ConsoleAgent(Agent):
                 lines.append(f"node {nid} host={info.host} pid={info.pid} {eps}".rstrip())
             return lines
         if cmd == "call":
+            timeout = None
+            if args[:1] == ["--timeout"] and len(args) > 1:
+                timeout, args = float(args[1]), args[2:]
             if len(args) < 2:
-                raise ValueError("usage: call <dest> <method> [arg ...]")
-            result = await self.call(parse_dest(args[0]), args[1], *map(_arg, args[2:]))
+                raise ValueError("usage: call [--timeout SECONDS] <dest> <method> [arg ...]")
+            dest, method = parse_dest(args[0]), args[1]
+            result = await self.call(dest, method, *map(_arg, args[2:]), timeout=timeout)
             return [json.dumps(result, default=repr)]
         if cmd == "status":
             return [json.dumps(await self._status(), default=repr)]

@@ -151,7 +151,11 @@ def _with_console(args: argparse.Namespace) -> int:
         raise _UsageError("no console port: pass --port or a config with console_port")
     with ConsoleClient(args.host, port, token, args.timeout) as c:
         if args.command == "call":
-            line = " ".join(shlex.quote(w) for w in ["call", args.dest, args.method, *args.args])
+            # The node's side of the call ends first (0.9 of --timeout), so the whole
+            # operation, socket included, is bounded by --timeout and says why it failed.
+            inner = f"{max(args.timeout * 0.9, 0.01):.3f}"
+            words = ["call", "--timeout", inner, args.dest, args.method, *args.args]
+            line = " ".join(shlex.quote(w) for w in words)
             ok, lines = c.command(line)
             print("\n".join(lines), file=sys.stdout if ok else sys.stderr)
             return 0 if ok else EXIT_FAIL

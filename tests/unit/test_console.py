@@ -157,3 +157,15 @@ def test_interactive_console_and_health(node: Node, console, capsys, monkeypatch
 def test_parse_dest() -> None:
     assert parse_dest(":0000000300000012") == (3 << 32) | 0x12
     assert parse_dest("0x10") == 16 and parse_dest("42") == 42 and parse_dest("lobby") == "lobby"
+
+
+def test_cli_call_timeout_bounds_the_node_side_call(node: Node, console, capsys) -> None:
+    """`skymesh call --timeout T` ends within T even when the node's call_timeout
+    (10 s here) is longer: the console's own call gets the CLI's deadline."""
+    _, port = console
+    kv = node.newservice(Kv)
+    base = ["--port", str(port), "--token", "s3cret", "--timeout", "0.5"]
+    t0 = time.monotonic()
+    assert main(["call", *base, format_handle(kv), "hold", "clock", "3"]) == 1
+    assert time.monotonic() - t0 < 2.0
+    assert "CallTimeout" in capsys.readouterr().err
