@@ -67,6 +67,8 @@ class NodeConfig:
     # Batch weight per worker (-1 one message, 0 all, n a 1/2**n share); None: skynet's table.
     weights: tuple[int, ...] | None = None
     offload_threads: int = 4  # the pool behind Service.offload
+    mailbox_limit: int = 0  # default per-service mailbox bound (0: unbounded, like skynet)
+    send_tracebacks: bool = False  # remote callers get a handler's traceback too
     on_session_lost: str = "serve"  # or "isolate": refuse cluster traffic until rejoined
 
     @property
@@ -75,10 +77,11 @@ class NodeConfig:
         return self.zk_hosts is None
 
 
-_INT = {"workers", "console_port", "pull_port", "pub_port", "offload_threads"}
+_INT = {"workers", "console_port", "pull_port", "pub_port", "offload_threads", "mailbox_limit"}
 _FLOAT = {"call_timeout", "monitor_threshold", "session_timeout"}
 _STR = {"cluster", "bind", "advertise", "zk_hosts", "redis_url", "log_file", "log_level",
         "console_token", "console_bind", "on_session_lost", "log_format"}  # fmt: skip
+_BOOL = {"send_tracebacks"}
 _KEYS = {f.name for f in fields(NodeConfig)}
 
 
@@ -139,6 +142,8 @@ def _validate(raw: dict[str, Any]) -> NodeConfig:
             keep = ("cluster", "bind", "log_level", "console_bind", "on_session_lost",
                     "log_format")
             out[key] = value or None if key not in keep else value
+        elif key in _BOOL:
+            out[key] = _bool(key, value)
         elif key == "services":
             out[key] = _services(value)
         elif key == "weights":
@@ -209,3 +214,15 @@ def _services(value: Any) -> tuple[ServiceSpec, ...]:
             raise ConfigError(f"services[{i}] has unknown key(s): {', '.join(sorted(extra))}")
         specs.append(ServiceSpec(item["class"], tuple(args), item.get("name")))
     return tuple(specs)
+
+
+def _bool(key: str, value: Any) -> bool:
+    """A TOML boolean, or ``true/false/1/0/yes/no/on/off`` from the environment."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ConfigError(f"{key} must be true or false, got {value!r}")

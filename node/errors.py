@@ -13,7 +13,8 @@ from :class:`SkymeshError`::
         ├── CallTimeout        no reply within the timeout
         ├── ServiceNotFound    the destination does not exist (at once, never a wait)
         ├── ServiceExited      the destination exited while the call was pending
-        └── NodeDown           the destination's node is not (or no longer) a member
+        ├── NodeDown           the destination's node is not (or no longer) a member
+        └── Overloaded         the destination's mailbox is at its limit (at once)
 
 Coordination errors (``NameTaken``, ``LockLost``, ``LockTimeout``, ...) come
 from ``coord.errors`` and are re-exported by ``node`` unchanged.
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigError",
     "Interrupted",
     "NodeDown",
+    "Overloaded",
     "ServiceExited",
     "ServiceNotFound",
     "ServiceStartError",
@@ -99,3 +101,8 @@ class ServiceStartError(SkymeshError):
         self.remote_type = remote_type
         self.remote_message = remote_message
         self.remote_traceback = remote_traceback
+
+
+class Overloaded(CallFailed):
+    """The destination's mailbox holds ``mailbox_limit`` messages: the call is refused at
+    once (a send is dropped and counted) rather than queued without bound."""

@@ -112,6 +112,8 @@ class Node:
         console_bind: str = "127.0.0.1",
         weights: tuple[int, ...] | None = None,
         offload_threads: int = 4,
+        mailbox_limit: int = 0,
+        send_tracebacks: bool = False,
         on_session_lost: str = "serve",
     ) -> None:
         self.node_id = node_id
@@ -160,6 +162,11 @@ class Node:
             raise ValueError("on_session_lost is 'serve' or 'isolate'")
         self._isolate = on_session_lost == "isolate"
         self._coord_link.on_state(self._coord_state)
+        life.mailbox_limit = mailbox_limit
+        self._harbor.send_tracebacks = send_tracebacks
+        router.on_refused = lambda dest, n: life.log(
+            0, "warning", f"{format_handle(dest)} refused {n} message(s): mailbox full"
+        )
         self._worker_threads: set[threading.Thread] = set()
         self._builtin: set[int] = set()
         self._running = False
@@ -202,6 +209,7 @@ class Node:
             console_token=cfg.console_token, console_bind=cfg.console_bind,
             weights=cfg.weights, call_timeout=cfg.call_timeout,
             offload_threads=cfg.offload_threads, on_session_lost=cfg.on_session_lost,
+            mailbox_limit=cfg.mailbox_limit, send_tracebacks=cfg.send_tracebacks,
             monitor_threshold=cfg.monitor_threshold, log_file=cfg.log_file,
             log_level=cfg.log_level, log_format=cfg.log_format,
         )

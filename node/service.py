@@ -24,7 +24,7 @@ from ._unique import LAUNCHER_PREFIX, UNIQUE_PREFIX
 from .address import Group, format_handle, node_of
 from .core.runner import CALLBACK, T_HANDLER, ServiceCore, ServiceExit
 from .core.suspend import Wait, suspend
-from .errors import CallTimeout, NodeDown, ServiceNotFound
+from .errors import CallTimeout, NodeDown, Overloaded, ServiceNotFound
 from .message import CALL, CALL_TIMEOUT, REPLY, SEND
 
 if TYPE_CHECKING:
@@ -88,6 +88,10 @@ class Service(SocketAPI, ServiceCore):
                 self.n += k
                 return self.n
     """
+
+    mailbox_limit: int | None = None
+    """Messages queued past which a CALL fails at once with ``Overloaded`` and a SEND
+    is dropped and counted (``None``: the node's ``mailbox_limit``; ``0``: unbounded)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -161,7 +165,10 @@ class Service(SocketAPI, ServiceCore):
         """
         svc = self._services.get(dest)  # Router.deliver inlined for a local handle
         if svc is not None:
-            svc._mailbox.push((self.handle, 0, SEND, (method, args)))
+            try:
+                svc._mailbox.offer((self.handle, 0, SEND, (method, args)))
+            except Overloaded:
+                self._router.refused(svc.handle, SEND)
         else:
             self._router.deliver(self.handle, dest, 0, SEND, (method, args))
 
@@ -188,7 +195,11 @@ class Service(SocketAPI, ServiceCore):
         svc = self._services.get(dest)
         if svc is not None:  # Router.deliver inlined for a local handle: the fast path
             self._session = s = self._session + 1
-            svc._mailbox.push((self.handle, s, CALL, (method, args)))
+            try:
+                svc._mailbox.offer((self.handle, s, CALL, (method, args)))
+            except Overloaded:
+                self._router.refused(svc.handle, CALL)
+                raise
             if t > 0:  # suspend() inlined too: nothing to withdraw from a local mailbox
                 self._timers[s] = self._host.timer.add(t, self.handle, s, CALL_TIMEOUT)
             return await Wait(s)
