@@ -56,7 +56,8 @@ class NodeConfig:
     redis_url: str | None = None
     session_timeout: float = 10.0
     console_port: int | None = None
-    console_token: str | None = None
+    console_token: str | None = None  # read from console_token_file (never from argv)
+    console_token_file: str | None = None
     console_bind: str = "127.0.0.1"  # a container sets 0.0.0.0 to be reachable from outside
     log_file: str | None = None
     log_level: str = "info"
@@ -80,7 +81,8 @@ class NodeConfig:
 _INT = {"workers", "console_port", "pull_port", "pub_port", "offload_threads", "mailbox_limit"}
 _FLOAT = {"call_timeout", "monitor_threshold", "session_timeout"}
 _STR = {"cluster", "bind", "advertise", "zk_hosts", "redis_url", "log_file", "log_level",
-        "console_token", "console_bind", "on_session_lost", "log_format"}  # fmt: skip
+        "console_token", "console_bind", "on_session_lost", "log_format",
+        "console_token_file"}  # fmt: skip
 _BOOL = {"send_tracebacks"}
 _KEYS = {f.name for f in fields(NodeConfig)}
 
@@ -151,6 +153,11 @@ def _validate(raw: dict[str, Any]) -> NodeConfig:
     if out.get("log_level", "info") not in ("debug", "info", "warning", "error"):
         level = out["log_level"]
         raise ConfigError(f"log_level must be debug, info, warning or error, got {level!r}")
+    if out.get("console_token_file"):
+        try:
+            out["console_token"] = Path(out["console_token_file"]).read_text("utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read console_token_file: {exc.strerror}") from exc
     if out.get("log_format", "text") not in ("text", "json"):
         raise ConfigError(f"log_format must be text or json, got {out['log_format']!r}")
     if out.get("on_session_lost", "serve") not in ("serve", "isolate"):

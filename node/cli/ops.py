@@ -1,8 +1,9 @@
 """Operator subcommands of the ``skymesh`` CLI: health, console, call, status.
 
 ``console``, ``call`` and ``status`` talk to a node's ``.console`` (see
-``node/console.py``): ``--host``/``--port``/``--token``, or ``--config`` for
-the node's ``console_port``/``console_token`` (``SKYMESH_*`` apply). For a
+``node/builtins/console.py``): ``--host``/``--port``/``--token-file``, or ``--config``
+for the node's ``console_port``/``console_token_file`` (``SKYMESH_*`` apply); the
+token is never taken from argv, nor sent: the console proves it holds it first. For a
 cluster (the config names ZooKeeper), ``status`` lists the members from
 ZooKeeper and asks each one's console, advertised in its membership
 endpoints under ``"console"``.
@@ -13,11 +14,16 @@ Exit status: 0 done, 1 the command failed or a node did not answer, 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
+import secrets
 import shlex
 import socket
 import sys
+from pathlib import Path
 from typing import Any
+
+from ..builtins.console import client_proof, server_proof
 
 __all__ = ["ConsoleClient", "add_commands", "run"]
 
@@ -49,7 +55,7 @@ def _console_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="the node's TOML config (console_port, console_token)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, help="console port (default: the config's)")
-    p.add_argument("--token", help="console token (default: the config's)")
+    p.add_argument("--token-file", help="file holding the console token (default: the config's)")
     p.add_argument("--timeout", type=float, default=10.0)
 
 
@@ -94,10 +100,24 @@ class ConsoleClient:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.file = self.sock.makefile("rb")
         if token is not None:
-            ok, lines = self.command(f"auth {shlex.quote(token)}")
-            if not ok:
+            try:
+                self._authenticate(token)
+            except BaseException:
                 self.close()
-                raise PermissionError(lines[-1] if lines else "bad token")
+                raise
+
+    def _authenticate(self, token: str) -> None:
+        """The console proves it holds the token first; the token itself never goes."""
+        nonce = secrets.token_hex(16)
+        ok, lines = self.command(f"hello {nonce}")
+        words = lines[0].split() if ok and lines else []
+        if len(words) != 3 or words[0] != "proof" or not hmac.compare_digest(
+            words[2], server_proof(token, nonce, words[1])
+        ):
+            raise PermissionError("the console did not prove it holds the token: not ours")
+        ok, lines = self.command(f"prove {client_proof(token, nonce, words[1])}")
+        if not ok:
+            raise PermissionError(lines[-1] if lines else "bad token")
 
     def command(self, line: str) -> tuple[bool, list[str]]:
         """Send one command line; return (ok, answer lines). On error the last line says why."""
@@ -139,7 +159,12 @@ def _settings(args: argparse.Namespace) -> tuple[Any, int | None, str | None]:
         except ConfigError as exc:
             raise _UsageError(f"config error: {exc}") from exc
     port = args.port if args.port is not None else getattr(cfg, "console_port", None)
-    token = args.token if args.token is not None else getattr(cfg, "console_token", None)
+    token = getattr(cfg, "console_token", None)
+    if args.token_file is not None:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise _UsageError(f"cannot read the token file: {exc}") from exc
     return cfg, port, token
 
 
