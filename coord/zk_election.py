@@ -93,11 +93,7 @@ class ZkElection:
 
     def _refresh(self) -> None:
         children = sorted(self._client.get_children(self._path, watch=self._watch), key=seq_of)
-        try:
-            data, _ = self._client.get(self._epoch_path, watch=self._watch)
-            epoch = int(data or b"0")
-        except NoNodeError:
-            epoch = 0
+        epoch = self._read_epoch()
         master_id: int | None = None
         for child in children:
             try:
@@ -114,6 +110,21 @@ class ZkElection:
         with self._lock:
             self._epoch = max(self._epoch, epoch)
             self._master_id = master_id
+
+    def _read_epoch(self) -> int:
+        """The stored epoch (0 while none exists), always leaving a watch on ``epoch``.
+
+        ``get`` sets no watch when the znode is missing, so a node that read before the
+        first master created it would never hear of it (issue 12). ``exists`` does set
+        one on a missing znode; if the epoch appeared in between, read it again.
+        """
+        while True:
+            try:
+                data, _ = self._client.get(self._epoch_path, watch=self._watch)
+                return int(data or b"0")
+            except NoNodeError:
+                if self._client.exists(self._epoch_path, watch=self._watch) is None:
+                    return 0
 
     def _bump(self) -> int:
         while True:

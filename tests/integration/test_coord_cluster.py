@@ -157,3 +157,29 @@ def test_submit_runs_on_coord_thread(make_coord):
     a.submit(a.register_name, "", 3, callback=cb)
     assert done.wait(20)
     assert isinstance(out[1][1], ValueError)
+
+
+def test_epoch_created_after_nodes_watch_reaches_every_node(make_coord, servers, cluster):
+    # Issue 12: a node that read the election while ``epoch`` did not exist yet set no
+    # watch on it (``get`` on a missing node sets none) and kept reporting epoch 0.
+    # A foreign candidate holds the lowest election seat, so none of the coordinators
+    # leads or bumps the epoch; the epoch appears only once all of them are watching.
+    from kazoo.client import KazooClient
+
+    zk = KazooClient(hosts=servers["zk"], timeout=10)
+    zk.start(15)
+    try:
+        zk.ensure_path(f"/skymesh/{cluster}/election")
+        zk.create(f"/skymesh/{cluster}/election/n-", b"99", ephemeral=True, sequence=True)
+        recs = [Recorder() for _ in range(3)]
+        cs = [make_coord(listener=r) for r in recs]
+        wait_for(lambda: all(c.master() == (99, 0) for c in cs), what="all see master 99")
+        assert not zk.exists(f"/skymesh/{cluster}/epoch")
+        zk.create(f"/skymesh/{cluster}/epoch", b"7")
+        wait_for(lambda: all(c.master() == (99, 7) for c in cs), timeout=10, what="epoch 7")
+        for r in recs:
+            wait_for(lambda r=r: ("master", False, 7, 99) in r.events, what="on_master epoch 7")
+        assert not any(c.is_master() for c in cs)
+    finally:
+        zk.stop()
+        zk.close()
