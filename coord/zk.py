@@ -56,27 +56,37 @@ class ZkCoordinator(CoordBase):
         self._health = Health.LOST
         self._session_id: int | None = None
         self._started = False
-        self._names = ZkNames(self._client, self._root, self._worker, self._emit)
+        self._names = ZkNames(self._client, self._root, self._worker, self._emit, self._timer)
         # Mastership is a lease: a node acts as master only while it heard from
         # ZooKeeper within half the session timeout, so a master paused (SIGSTOP, GC)
         # past its session never believes it still leads once it runs again.
         self._session_timeout = session_timeout
         self._lease_until = 0.0
         self._election = ZkElection(
-            self._client, self._root, self._worker, self._emit, self._has_lease
+            self._client, self._root, self._worker, self._emit, self._has_lease, self._timer
         )
         self._zk_locks = ZkLocks(
             self._client, self._root, self._pool, self._timer, self._notifier, self._is_connected
         )
         self._members: dict[int, NodeInfo] = {}
         self._members_dir = WatchedDir(
-            self._client, f"{self._root}/nodes", self._worker, True, self._members_changed
+            self._client,
+            f"{self._root}/nodes",
+            self._worker,
+            True,
+            self._members_changed,
+            self._timer,
         )
         self._config_lock = threading.Lock()
         self._config: dict[str, Any] = {}
         self._watched: set[str] = set()
         self._config_dir = WatchedDir(
-            self._client, f"{self._root}/config", self._worker, True, self._config_changed
+            self._client,
+            f"{self._root}/config",
+            self._worker,
+            True,
+            self._config_changed,
+            self._timer,
         )
 
     def _is_connected(self) -> bool:

@@ -18,8 +18,8 @@ from typing import Any
 from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 
-from coord._runtime import SerialWorker, log
-from coord._zkutil import seq_of
+from coord._runtime import SerialWorker, Timer, log
+from coord._zkutil import RefreshRetry, seq_of
 
 __all__ = ["ZkElection"]
 
@@ -34,6 +34,7 @@ class ZkElection:
         worker: SerialWorker,
         emit: Callable[..., None],
         connected: Callable[[], bool],
+        timer: Timer,
     ) -> None:
         self._client = client
         self._path = f"{root}/election"
@@ -51,6 +52,9 @@ class ZkElection:
         self._master_id: int | None = None
         self._reported: tuple[bool, int, int | None] | None = None
         self._watch = self._on_watch
+        self._retry = RefreshRetry(
+            self._path, timer, lambda: worker.post(self.refresh, key="election")
+        )
 
     def _on_watch(self, _event: object) -> None:
         self._worker.post(self.refresh, key="election")
@@ -86,9 +90,11 @@ class ZkElection:
         try:
             self._refresh()
         except (KazooException, KazooTimeoutError) as exc:
-            log.debug("coord: election refresh failed: %r", exc)
+            self._retry.failed(exc)
             if not self._connected():
                 self._master = False
+        else:
+            self._retry.succeeded()
         self._report()
 
     def _refresh(self) -> None:
