@@ -196,8 +196,13 @@ class Coordinator(ABC):
     ) -> NodeInfo:
         """Join the cluster (blocking) and return this node's :class:`NodeInfo`.
 
-        ``node_id=None`` allocates a fresh unique id. Raises ``NodeIdTaken``
-        if a live node uses ``node_id``, ``CoordUnavailable`` if unreachable.
+        ``node_id=None`` allocates a fresh unique id. If ``node_id`` is still
+        held, the holder counts as live when one of its TCP ``endpoints``
+        accepts a connection: ``NodeIdTaken`` at once. Otherwise it may be a
+        killed predecessor whose session has not expired yet: one warning is
+        logged and the call waits (about the session timeout plus a margin)
+        for the id to be freed, then joins, or raises ``NodeIdTaken``.
+        ``CoordUnavailable`` if unreachable.
         """
 
     @abstractmethod

@@ -27,8 +27,9 @@ from coord._base import CoordBase
 from coord._runtime import SerialWorker, log
 from coord._zkutil import Items, WatchedDir, seq_of, zk_errors
 from coord.api import AcquiredCallback, Health, LockRequest, LostCallback, NodeInfo
-from coord.errors import CoordUnavailable, NodeIdTaken
+from coord.errors import CoordUnavailable
 from coord.zk_election import ZkElection
+from coord.zk_join import claim_node_id
 from coord.zk_lock import ZkLocks
 from coord.zk_names import ZkNames, _check_name
 
@@ -62,6 +63,9 @@ class ZkCoordinator(CoordBase):
         # past its session never believes it still leads once it runs again.
         self._session_timeout = session_timeout
         self._lease_until = 0.0
+        # How long start() waits for a silent predecessor's ``nodes/<id>`` to expire:
+        # its session timeout (assumed equal to ours) plus ZooKeeper's expiry tick.
+        self._id_wait = session_timeout * 1.5 + 2.0
         self._election = ZkElection(
             self._client, self._root, self._worker, self._emit, self._has_lease, self._timer
         )
@@ -158,8 +162,13 @@ class ZkCoordinator(CoordBase):
                 for d in _DIRS:
                     self._client.ensure_path(f"{self._root}/{d}")
                 incarnation = self._sequence("incarnations") + 1
-                while True:
-                    nid = node_id if node_id is not None else self._sequence("ids") + 1
+                if node_id is not None:
+                    info = NodeInfo(node_id, incarnation, host, pid, dict(endpoints))
+                    claim_node_id(
+                        self._client, f"{self._root}/nodes/{node_id}", info, self._id_wait
+                    )
+                while node_id is None:
+                    nid = self._sequence("ids") + 1
                     info = NodeInfo(nid, incarnation, host, pid, dict(endpoints))
                     try:
                         self._client.create(
@@ -167,14 +176,13 @@ class ZkCoordinator(CoordBase):
                         )
                         break
                     except NodeExistsError:
-                        if node_id is not None:
-                            raise NodeIdTaken(f"node id {nid} is in use") from None
+                        continue
                 self._info = info
-                self._zk_locks.node_id = nid
+                self._zk_locks.node_id = info.node_id
                 self._session_id = self._client.client_id[0]
                 self._health = Health.CONNECTED
                 self._renew_lease()
-                self._election.join(nid)
+                self._election.join(info.node_id)
         except BaseException:
             self._client.stop()
             self._client.close()

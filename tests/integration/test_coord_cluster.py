@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import socket
 import threading
+import time
 
 import pytest
 from coord_helpers import Recorder, wait_for
@@ -31,9 +34,29 @@ def test_membership_ids_incarnations_and_events(make_coord):
 
 
 def test_node_id_taken_at_once(make_coord):
+    # The holder answers on an endpoint it advertised: a live node, refused at once.
+    with socket.create_server(("127.0.0.1", 0)) as live:
+        port = live.getsockname()[1]
+        a = make_coord(endpoints={"pull": f"tcp://127.0.0.1:{port}"})
+        t0 = time.monotonic()
+        with pytest.raises(coord.NodeIdTaken, match="live node"):
+            make_coord(node_id=a.node.node_id, endpoints={"pull": "tcp://127.0.0.1:2"})
+        assert time.monotonic() - t0 < 3
+
+
+def test_node_id_of_a_silent_live_session_refused_after_a_bounded_wait(make_coord, caplog):
+    # Nothing answers on the holder's endpoints, but its session is alive: the newcomer
+    # waits (about its session timeout plus a margin), then gives up; the holder keeps it.
     a = make_coord()
-    with pytest.raises(coord.NodeIdTaken):
-        make_coord(node_id=a.node.node_id)
+    t0 = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="coord"), pytest.raises(
+        coord.NodeIdTaken, match="did not end within"
+    ):
+        make_coord(node_id=a.node.node_id, session_timeout=2.0)
+    took = time.monotonic() - t0
+    assert 4.5 < took < 10, took  # the bound is 1.5 * 2 s + 2 s
+    assert len([r for r in caplog.records if "waiting up to" in r.getMessage()]) == 1
+    assert a.members()[a.node.node_id] == a.node
 
 
 def test_names_register_query_wait_and_taken(make_coord):
