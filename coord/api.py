@@ -82,9 +82,11 @@ class Health(enum.Enum):
     SUSPENDED: the connection dropped but the session may still be alive.
         Names and groups may vanish if it expires; ZooKeeper locks are
         unsafe (``Held.valid`` is False) but not yet reported lost; the
-        master has stepped down already. Blocking calls raise
-        ``CoordUnavailable``. Redis locks are unaffected.
-    LOST: the session expired. Every ephemeral entry (membership, names,
+        master has stepped down already. Blocking calls (names, groups,
+        config) wait for the session to come back, up to the session
+        timeout, then raise ``CoordUnavailable``. Redis locks are unaffected.
+    LOST: the session expired; blocking calls raise ``CoordUnavailable``
+        until the new session is up. Every ephemeral entry (membership, names,
         groups, ZooKeeper locks, election candidacy) is gone and ZooKeeper
         locks were reported lost. Once a new session is up the coordinator
         re-registers membership, names and groups (``on_name_lost`` for a

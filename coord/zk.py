@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from functools import partial
+from collections.abc import Callable
 from typing import Any
 
 from kazoo.client import KazooClient, KazooState
@@ -25,6 +25,7 @@ from kazoo.retry import KazooRetry
 
 from coord._base import CoordBase
 from coord._runtime import SerialWorker, log
+from coord._session import SessionGate
 from coord._zkutil import Items, WatchedDir, seq_of, zk_errors
 from coord.api import AcquiredCallback, Health, LockRequest, LostCallback, NodeInfo
 from coord.errors import CoordUnavailable
@@ -54,7 +55,8 @@ class ZkCoordinator(CoordBase):
             connection_retry=KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0),
         )
         self._worker = SerialWorker("coord-zk")
-        self._health = Health.LOST
+        # Health, and blocking calls that wait through SUSPENDED up to the session timeout.
+        self._gate = SessionGate(session_timeout)
         self._session_id: int | None = None
         self._started = False
         self._names = ZkNames(self._client, self._root, self._worker, self._emit, self._timer)
@@ -94,10 +96,10 @@ class ZkCoordinator(CoordBase):
         )
 
     def _is_connected(self) -> bool:
-        return self._health is Health.CONNECTED
+        return self._gate.health is Health.CONNECTED
 
     def _has_lease(self) -> bool:
-        return self._health is Health.CONNECTED and time.monotonic() < self._lease_until
+        return self._gate.health is Health.CONNECTED and time.monotonic() < self._lease_until
 
     def _renew_lease(self) -> None:
         """On the pool: one round trip to ZooKeeper extends the lease from when it was sent."""
@@ -117,15 +119,10 @@ class ZkCoordinator(CoordBase):
 
         self._timer.call_later(self._session_timeout / 6, again)
 
-    def _require_connected(self, what: str) -> None:
-        # kazoo would queue the request until reconnected; fail fast instead.
-        if self._health is not Health.CONNECTED:
-            raise CoordUnavailable(f"{what}: ZooKeeper session is {self._health.value}")
-
     @property
     def health(self) -> Health:
         """Current session health."""
-        return self._health
+        return self._gate.health
 
     def _on_worker(self, fn: Any) -> None:
         """Run ``fn`` on the coord-zk worker and wait for it."""
@@ -180,7 +177,7 @@ class ZkCoordinator(CoordBase):
                 self._info = info
                 self._zk_locks.node_id = info.node_id
                 self._session_id = self._client.client_id[0]
-                self._health = Health.CONNECTED
+                self._gate.set(Health.CONNECTED)
                 self._renew_lease()
                 self._election.join(info.node_id)
         except BaseException:
@@ -205,7 +202,7 @@ class ZkCoordinator(CoordBase):
         if self._started:
             self._zk_locks.close()
             self._election.leave()
-            self._health = Health.LOST
+            self._gate.set(Health.LOST)
             self._worker.stop(drain=False)
             try:
                 self._client.stop()
@@ -223,9 +220,9 @@ class ZkCoordinator(CoordBase):
         if state == KazooState.CONNECTED:
             self._worker.post(self._connected)
             return
-        self._health = Health.SUSPENDED if state == KazooState.SUSPENDED else Health.LOST
+        health = Health.SUSPENDED if state == KazooState.SUSPENDED else Health.LOST
+        self._gate.set(health)
         self._election.step_down_now()
-        health = self._health
         self._worker.post(lambda: self._disconnected(health))
 
     def _disconnected(self, health: Health) -> None:
@@ -242,7 +239,7 @@ class ZkCoordinator(CoordBase):
             return  # not connected any more
         if sid != self._session_id:
             # A new session: every ephemeral of the old one is gone.
-            if self._health is not Health.LOST:
+            if self._gate.health is not Health.LOST:
                 self._zk_locks.session_lost()
             try:
                 self._restore()
@@ -250,7 +247,7 @@ class ZkCoordinator(CoordBase):
                 log.warning("coord: restoring after session loss failed: %r", exc)
                 return  # the next CONNECTED retries
             self._session_id = sid
-        self._health = Health.CONNECTED
+        self._gate.set(Health.CONNECTED)
         self._emit("on_health", Health.CONNECTED)
         self._refresh_all()
         self._zk_locks.recheck_all()
@@ -300,16 +297,25 @@ class ZkCoordinator(CoordBase):
 
     def register_name(self, name: str, handle: int) -> None:
         """See ``Coordinator.register_name``."""
-        self._require_connected("register_name")
-        self._names.register(name, handle)
+
+        def op(check: Callable[[], None]) -> None:
+            check()
+            self._names.register(name, handle)
+
+        self._gate.run(f"register_name({name!r})", op)
 
     def unregister_name(self, name: str, handle: int) -> None:
         """See ``Coordinator.unregister_name``."""
-        self._names.unregister(name, handle, partial(self._require_connected, "unregister_name"))
+        self._gate.run(
+            f"unregister_name({name!r})",
+            lambda check: self._names.unregister(name, handle, check),
+        )
 
     def unregister_handle(self, handle: int) -> None:
         """See ``Coordinator.unregister_handle``."""
-        self._names.unregister_handle(handle, partial(self._require_connected, "unregister_handle"))
+        self._gate.run(
+            "unregister_handle", lambda check: self._names.unregister_handle(handle, check)
+        )
 
     def query_name(self, name: str) -> int | None:
         """See ``Coordinator.query_name``."""
@@ -325,12 +331,18 @@ class ZkCoordinator(CoordBase):
 
     def join_group(self, group: str, handle: int) -> None:
         """See ``Coordinator.join_group``."""
-        self._require_connected("join_group")
-        self._names.join(group, handle)
+
+        def op(check: Callable[[], None]) -> None:
+            check()
+            self._names.join(group, handle)
+
+        self._gate.run(f"join_group({group!r})", op)
 
     def leave_group(self, group: str, handle: int) -> None:
         """See ``Coordinator.leave_group``."""
-        self._names.leave(group, handle, partial(self._require_connected, "leave_group"))
+        self._gate.run(
+            f"leave_group({group!r})", lambda check: self._names.leave(group, handle, check)
+        )
 
     def group_members(self, group: str) -> list[int]:
         """See ``Coordinator.group_members``."""
@@ -364,17 +376,21 @@ class ZkCoordinator(CoordBase):
     def config_set(self, key: str, value: Any) -> None:
         """See ``Coordinator.config_set``; ``TypeError`` if not JSON-serializable."""
         _check_name(key)
-        self._require_connected("config_set")
         data = json.dumps(value).encode()
         path = f"{self._root}/config/{key}"
-        with zk_errors(f"config_set({key!r})"):
-            try:
-                self._client.set(path, data)
-            except NoNodeError:
+
+        def store(check: Callable[[], None]) -> None:
+            check()
+            with zk_errors(f"config_set({key!r})"):
                 try:
-                    self._client.create(path, data)
-                except NodeExistsError:
                     self._client.set(path, data)
+                except NoNodeError:
+                    try:
+                        self._client.create(path, data)
+                    except NodeExistsError:
+                        self._client.set(path, data)
+
+        self._gate.run(f"config_set({key!r})", store)
         with self._config_lock:
             self._config[key] = json.loads(data)
 
