@@ -24,10 +24,15 @@ def test_sigkilled_node_restarted_at_once_waits_then_joins(nodes, driver: Node) 
     old.kill()  # SIGKILL: the old session is not closed, its nodes/2 stays until it expires
     t0 = time.monotonic()
     new = nodes(2, [{"class": PROBE, "args": ["p2"]}])
-    wait_for(lambda: driver.coord.members().get(2) is not None
-             and driver.coord.members()[2].incarnation != old_inc,
-             timeout=SESSION_TIMEOUT * 1.5 + 2 + 20)
+    wait_for(
+        lambda: (
+            driver.coord.members().get(2) is not None
+            and driver.coord.members()[2].incarnation != old_inc
+        ),
+        timeout=SESSION_TIMEOUT * 1.5 + 2 + 20,
+    )
     assert new.proc is not None and new.proc.poll() is None  # never exited
+
     # The new incarnation registers p2 again (probably under the same handle number).
     def where() -> dict | None:
         try:

@@ -115,9 +115,7 @@ def test_blocking_calls_wait_through_a_zookeeper_restart(make_coord, faults, cap
     wait_for(lambda: b.config_get("limits") == {"max": 3}, what="b sees the config")
 
 
-def test_a_call_through_a_suspended_session_gives_up_after_the_session_timeout(
-    make_coord, faults
-):
+def test_a_call_through_a_suspended_session_gives_up_after_the_session_timeout(make_coord, faults):
     a = make_coord(session_timeout=3.0)
     faults.stop_zk()
     try:
