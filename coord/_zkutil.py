@@ -19,7 +19,7 @@ from kazoo.handlers.threading import KazooTimeoutError
 from coord._runtime import SerialWorker, Timer, TimerHandle, log
 from coord.errors import CoordError, CoordUnavailable
 
-__all__ = ["RefreshRetry", "WatchedDir", "seq_of", "zk_errors"]
+__all__ = ["RefreshRetry", "WatchedDir", "seq_of", "session_id", "zk_errors"]
 
 _UNAVAILABLE = (ConnectionLoss, SessionExpiredError, OperationTimeoutError, KazooTimeoutError)
 
@@ -33,6 +33,14 @@ def zk_errors(what: str) -> Iterator[None]:
         raise CoordUnavailable(f"{what}: ZooKeeper unavailable ({type(exc).__name__})") from exc
     except KazooException as exc:
         raise CoordError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+def session_id(client: Any) -> int:
+    """The kazoo client's session id; ``ConnectionLoss`` while it is not connected."""
+    cid = client.client_id
+    if cid is None:
+        raise ConnectionLoss("not connected")
+    return int(cid[0])
 
 
 def seq_of(name: str) -> int:

@@ -19,7 +19,7 @@ from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, N
 from kazoo.handlers.threading import KazooTimeoutError
 
 from coord._runtime import SerialWorker, Timer, log
-from coord._zkutil import RefreshRetry, seq_of
+from coord._zkutil import RefreshRetry, seq_of, session_id
 
 __all__ = ["ZkElection"]
 
@@ -45,6 +45,7 @@ class ZkElection:
         self._lock = threading.Lock()
         self._node_id = 0
         self._me: str | None = None  # my candidate znode name
+        self._uncertain = False  # a create of my candidate may have happened unseen
         # Invariant: _master implies the session was CONNECTED when last checked
         # and the epoch was bumped for this term.
         self._master = False
@@ -60,11 +61,25 @@ class ZkElection:
         self._worker.post(self.refresh, key="election")
 
     def join(self, node_id: int) -> None:
-        """Create this node's candidate znode (worker or start thread)."""
+        """Create this node's candidate znode (worker or start thread).
+
+        Safe to call again after a dropped connection: if the create may have
+        happened, a candidate of this session is adopted rather than a second
+        one made (two would keep this node from ever leading while both live).
+        """
         self._node_id = node_id
+        if self._uncertain:
+            sid = session_id(self._client)
+            for child in self._client.get_children(self._path):
+                stat = self._client.exists(f"{self._path}/{child}")
+                if stat is not None and stat.ephemeralOwner == sid:
+                    self._me, self._uncertain = child, False
+                    return
+        self._uncertain = True
         self._me = self._client.create(
             f"{self._path}/n-", str(node_id).encode(), ephemeral=True, sequence=True
         ).rsplit("/", 1)[1]
+        self._uncertain = False
 
     def rejoin(self) -> None:
         """After a session expiry: the old candidate is gone, stand again."""

@@ -36,6 +36,7 @@ from typing import Any
 from kazoo.exceptions import NodeExistsError, NoNodeError
 
 from coord._runtime import log
+from coord._zkutil import session_id
 from coord.api import NodeInfo
 from coord.errors import NodeIdTaken
 
@@ -98,8 +99,11 @@ def claim_node_id(client: Any, path: str, info: NodeInfo, wait: float) -> None:
             data, stat = client.get(path, watch=lambda _e, g=gone: g.set())
         except NoNodeError:
             continue  # it just went away: claim it
-        if stat.ephemeralOwner == client.client_id[0]:
-            return  # our own create, retried after its reply was lost
+        if stat.ephemeralOwner == session_id(client):
+            # Our own create from an attempt whose reply was lost: adopt it, with this
+            # attempt's info (a retried start() drew a new incarnation).
+            client.set(path, info.to_json(), version=stat.version)
+            return
         try:
             holder = NodeInfo.from_json(data or b"")
         except ValueError:

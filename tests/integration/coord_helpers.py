@@ -104,6 +104,9 @@ class TcpProxy:
         self._open: list[Any] = []
         self._blocked = False
         self._closed = False
+        self._marker: bytes | None = None
+        self._hold = False  # set by a cut: replies are dropped until unblock()
+        self.cuts = 0  # connections cut by cut_after
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -125,13 +128,33 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._open += [conn, up]
-            for a, b in ((conn, up), (up, conn)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, upstream in ((conn, up, True), (up, conn, False)):
+                threading.Thread(target=self._pipe, args=(a, b, upstream), daemon=True).start()
 
-    def _pipe(self, src: Any, dst: Any) -> None:
+    def cut_after(self, marker: bytes) -> None:
+        """Once a client request containing ``marker`` has reached the server, cut the
+        connection before its reply gets back (the client cannot know whether it
+        happened), then accept connections again after ``0.5`` s."""
+        with self._lock:
+            self._marker = marker
+
+    def _pipe(self, src: Any, dst: Any, upstream: bool) -> None:
         try:
             while data := src.recv(65536):
+                with self._lock:
+                    hit = upstream and self._marker is not None and self._marker in data
+                    if hit:
+                        self._marker = None
+                        self._hold = True  # no reply may reach the client from now on
+                    elif not upstream and self._hold:
+                        return
                 dst.sendall(data)
+                if hit:
+                    time.sleep(0.2)  # the server applies the request meanwhile
+                    self.block()
+                    self.cuts += 1
+                    threading.Timer(0.5, self.unblock).start()
+                    return
         except OSError:
             pass
         for s in (src, dst):
@@ -156,6 +179,7 @@ class TcpProxy:
         """Accept and forward connections again."""
         with self._lock:
             self._blocked = False
+            self._hold = False
 
     def close(self) -> None:
         """Stop listening and close everything."""

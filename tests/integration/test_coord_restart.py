@@ -77,3 +77,61 @@ def test_sigkilled_member_restarted_at_once_joins_after_its_session_expires(
     assert len(progress) == 1 and progress[0].levelno == logging.WARNING
     assert any("claimed" in r.getMessage() for r in caplog.records)
     assert c.members()[7] == c.node
+
+
+def _joined_through_a_cut(servers, cluster, marker: bytes, node_id: int | None):
+    """Start a coordinator whose connection is cut right after the request holding
+    ``marker`` reached ZooKeeper; return it, the proxy and a plain client."""
+    from coord_helpers import TcpProxy
+    from kazoo.client import KazooClient
+
+    import coord
+
+    proxy = TcpProxy(servers["zk"])
+    proxy.cut_after(marker)
+    c = coord.connect(proxy.address, None, cluster, session_timeout=10.0)
+    try:
+        info = c.start(node_id, "localhost", os.getpid(), {})
+    except BaseException:
+        c.stop()
+        proxy.close()
+        raise
+    zk = KazooClient(hosts=servers["zk"], timeout=10)
+    zk.start(15)
+    return c, info, proxy, zk
+
+
+@pytest.mark.parametrize("marker", [b"/nodes/7", b"/election/n-"])
+def test_start_rides_out_a_connection_cut_under_a_create(servers, cluster, marker):
+    # The create of nodes/7 (or of the election candidate) reaches ZooKeeper, then the
+    # connection drops before the reply: start() must neither fail nor leave a second
+    # znode of its own; it adopts the one it made.
+    from coord_helpers import wait_for
+
+    c, info, proxy, zk = _joined_through_a_cut(servers, cluster, marker, 7)
+    try:
+        assert proxy.cuts == 1
+        data, _ = zk.get(f"/skymesh/{cluster}/nodes/7")
+        assert data == info.to_json()  # this attempt's incarnation, not the cut one's
+        election = f"/skymesh/{cluster}/election"
+        candidates = [zk.get(f"{election}/{ch}")[0] for ch in zk.get_children(election)]
+        assert candidates == [b"7"]
+        wait_for(lambda: c.is_master(), what="the only candidate leads")
+    finally:
+        c.stop()
+        proxy.close()
+        zk.stop()
+        zk.close()
+
+
+def test_start_with_auto_id_leaves_no_phantom_member_after_a_cut(servers, cluster):
+    c, info, proxy, zk = _joined_through_a_cut(servers, cluster, b"/nodes/1", None)
+    try:
+        assert proxy.cuts == 1
+        assert zk.get_children(f"/skymesh/{cluster}/nodes") == [str(info.node_id)]
+        assert set(c.members()) == {info.node_id}
+    finally:
+        c.stop()
+        proxy.close()
+        zk.stop()
+        zk.close()
