@@ -15,7 +15,7 @@ from typing import Any
 from kazoo.exceptions import NodeExistsError, NoNodeError
 
 from coord._base import check_name
-from coord._runtime import SerialWorker
+from coord._runtime import SerialWorker, Timer
 from coord._zkutil import Items, WatchedDir, zk_errors
 from coord.errors import NameNotFound, NameTaken
 
@@ -42,8 +42,10 @@ class ZkNames:
         root: str,
         worker: SerialWorker,
         emit: Callable[..., None],
+        timer: Timer,
     ) -> None:
         self._client = client
+        self._timer = timer
         self._names_path = f"{root}/names"
         self._groups_path = f"{root}/groups"
         self._worker = worker
@@ -54,8 +56,12 @@ class ZkNames:
         # What this node registered: restored after a session expiry.
         self._mine: dict[str, int] = {}
         self._my_groups: set[tuple[str, int]] = set()
-        self.names_dir = WatchedDir(client, self._names_path, worker, True, self._names_changed)
-        self.groups_dir = WatchedDir(client, self._groups_path, worker, False, self._groups_changed)
+        self.names_dir = WatchedDir(
+            client, self._names_path, worker, True, self._names_changed, timer
+        )
+        self.groups_dir = WatchedDir(
+            client, self._groups_path, worker, False, self._groups_changed, timer
+        )
 
     def refresh_all(self) -> None:
         """Re-read names and groups (on the worker)."""
@@ -83,6 +89,7 @@ class ZkNames:
                     self._worker,
                     False,
                     lambda _o, _n: None,
+                    self._timer,
                 )
                 self._groups[group] = d
                 d.refresh()
