@@ -117,6 +117,9 @@ class CoordListener(Protocol):
     def on_config(self, key: str, value: Any) -> None:
         """A watched config key changed (``value`` None when deleted)."""
 
+    def on_group(self, group: str, joined: list[int], left: list[int]) -> None:
+        """Members (handles, sorted) joined or left ``group``, as the cache saw it."""
+
     def on_master(self, is_master: bool, epoch: int, master_id: int | None) -> None:
         """Mastership changed: this node's role, the term's epoch, the master."""
 
@@ -137,6 +140,9 @@ class BaseListener:
         """Do nothing."""
 
     def on_config(self, key: str, value: Any) -> None:
+        """Do nothing."""
+
+    def on_group(self, group: str, joined: list[int], left: list[int]) -> None:
         """Do nothing."""
 
     def on_master(self, is_master: bool, epoch: int, master_id: int | None) -> None:

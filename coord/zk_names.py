@@ -29,6 +29,13 @@ def _handle(data: bytes | None) -> int | None:
         return None
 
 
+def _int(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
 def _noop() -> None:
     pass
 
@@ -88,13 +95,22 @@ class ZkNames:
                     f"{self._groups_path}/{group}",
                     self._worker,
                     False,
-                    lambda _o, _n: None,
+                    self._members_changed(group),
                     self._timer,
                 )
                 self._groups[group] = d
                 d.refresh()
         for group in [g for g in self._groups if g not in new]:
             self._groups.pop(group).closed = True
+
+    def _members_changed(self, group: str) -> Callable[[Items, Items], None]:
+        def changed(old: Items, new: Items) -> None:
+            joined = sorted(h for n in new if n not in old and (h := _int(n)) is not None)
+            left = sorted(h for n in old if n not in new and (h := _int(n)) is not None)
+            if joined or left:
+                self._emit("on_group", group, joined, left)
+
+        return changed
 
     # names
 

@@ -134,6 +134,10 @@ class Service(SocketAPI, ServiceCore):
     def on_channel(self, channel: str, source: int, payload: Any) -> Any:
         """A publication on a channel this service subscribed to."""
 
+    def on_group(self, group: str, event: str, handle: int) -> Any:
+        """A member ``handle`` joined or left (``event``) ``group``, after
+        :meth:`group_members` was read. The group is named: one service may watch many."""
+
     def on_member(self, event: str, node_id: int) -> Any:
         """A node joined or left (``event`` "join"/"leave"), after :meth:`watch_members`."""
 
@@ -448,8 +452,9 @@ class Service(SocketAPI, ServiceCore):
         await self._parts.names.leave_group(self, name)
 
     def group_members(self, name: str) -> list[int]:
-        """The live members of group ``name`` now (from coordination's watched cache)."""
-        return self._parts.coord.coord.group_members(name)
+        """The live members of group ``name`` now (from coordination's watched cache);
+        from now on this service gets ``on_group(name, "join"|"leave", handle)``."""
+        return self._parts.coord.group_members(self.handle, name)
 
     # -- channels (skynet's multicast) -------------------------------------------------------
 
