@@ -179,9 +179,32 @@ def test_no_registry_command_is_one_script_that_runs_compose_up() -> None:
         assert os.access(script, os.X_OK), script
         subprocess.run(["bash", "-n", str(script)], check=True, timeout=30)
         assert _compose_file(args[1:]).is_file(), cmd
-        body = script.read_text(encoding="utf-8")
-        assert "deploy/build-images.sh" in body and "up --build" in body
         assert os.access(ROOT / "deploy" / "build-images.sh", os.X_OK)
+
+
+def test_up_script_exports_the_stand_ins_and_runs_compose_up(tmp_path: Path) -> None:
+    """deploy/up.sh in a copy whose build-images.sh and compose are stubs that report."""
+    (tmp_path / "deploy").mkdir()
+    shutil.copy2(ROOT / "deploy" / "up.sh", tmp_path / "deploy" / "up.sh")
+    stub = tmp_path / "deploy" / "build-images.sh"
+    stub.write_text("#!/bin/sh\necho build-images ran >&2\n"
+                    "printf 'SKYMESH_PYTHON_IMAGE=p:1\\nSKYMESH_REDIS_IMAGE=r:1\\n'\n")
+    compose = tmp_path / "compose"
+    compose.write_text('#!/bin/sh\necho "args: $*"\n'
+                       'echo "images: $SKYMESH_PYTHON_IMAGE $SKYMESH_REDIS_IMAGE"\n')
+    for f in (stub, compose):
+        f.chmod(0o755)
+    env = _env() | {"SKYMESH_COMPOSE": str(compose)}
+    p = subprocess.run([str(tmp_path / "deploy" / "up.sh"), "-f", "docker-compose.ha.yml", "-d"],
+                       cwd="/", env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "build-images ran" in p.stderr
+    assert p.stdout.splitlines() == ["args: -f docker-compose.ha.yml up --build -d",
+                                     "images: p:1 r:1"]
+    stub.write_text("#!/bin/sh\nexit 3\n")  # a failed build never reaches compose
+    p = subprocess.run([str(tmp_path / "deploy" / "up.sh")], cwd="/", env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 3 and "args:" not in p.stdout
 
 
 @contextlib.contextmanager
