@@ -6,6 +6,7 @@ edit there is what is tested. Short commands run to completion; long-running one
 stopped; commands that need a Docker engine are checked for the files, compose
 services and ``skymesh`` arguments they name (tests/e2e runs compose itself). A
 command that matches none of the kinds below fails ``test_every_command_is_covered``.
+The benchmark commands quoted inline (`` `python -m bench.local` ``) get ``--help``.
 
 Expected output is read from the README's own comments: ``print(...)  # 15`` and a
 quoted ``"ok: 2 node(s) in demo"``.
@@ -363,3 +364,20 @@ def test_cluster_by_hand() -> None:
     assert p.returncode == 0, out
     assert f"health: {expect}" in p.stdout, out
     assert "exits 0 0" in p.stdout, out
+
+
+def test_benchmark_commands_in_the_text_parse_their_options() -> None:
+    """The inline `python ...` benchmark commands: `--help` only (benchmarks are not run)."""
+    text = README.read_text(encoding="utf-8")
+    cmds = re.findall(r"`(python [^`]+)`", text)
+    assert len(cmds) >= 4, cmds
+    for cmd in cmds:
+        optional = re.findall(r"\[([^\]]+)\]", cmd)
+        args = shlex.split(re.sub(r"\s*\[[^\]]+\]", "", cmd))
+        for extra in [[], *(shlex.split(o) for o in optional)]:
+            p = subprocess.run(_in_venv(shlex.join([*args, *extra, "--help"])), cwd=ROOT,
+                               env=_env(), capture_output=True, text=True, timeout=60)
+            assert p.returncode == 0, f"{cmd}: {p.stderr}"
+            for option in extra:
+                if option.startswith("--"):
+                    assert option in p.stdout, f"{cmd}: no {option} in --help"
