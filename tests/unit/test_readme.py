@@ -81,6 +81,12 @@ def _kind(cmd: str) -> str | None:
     return next((k for k, rx in KINDS.items() if re.fullmatch(rx, cmd)), None)
 
 
+def _inline(kind: str) -> list[tuple[str, str]]:
+    """Inline code spans of prose that are commands of ``kind`` (compose, up)."""
+    text = re.sub(r"^```.*?^```$", "", README.read_text(encoding="utf-8"), flags=re.M | re.S)
+    return [(c, "") for c in re.findall(r"`([^`\n]+)`", text) if _kind(c) == kind]
+
+
 def _of(kind: str) -> list[tuple[str, str]]:
     found = [(c, note) for c, note in _sh_commands() if _kind(c) == kind]
     assert found, f"README shows no {kind} command any more: update tests/unit/test_readme.py"
@@ -153,7 +159,7 @@ def _compose_tool() -> list[str] | None:
 
 def test_compose_commands_name_real_files_services_and_arguments() -> None:
     tool = _compose_tool()
-    for cmd, _ in _of("compose"):
+    for cmd, _ in _of("compose") + _inline("compose"):
         args = shlex.split(cmd)[2 if cmd.startswith("docker compose") else 1 :]
         compose = _compose_file(args)
         assert compose.is_file(), f"{cmd}: no {compose}"
@@ -174,7 +180,7 @@ def test_compose_commands_name_real_files_services_and_arguments() -> None:
 
 
 def test_no_registry_command_is_one_script_that_runs_compose_up() -> None:
-    for cmd, _ in _of("up"):
+    for cmd, _ in _of("up") + _inline("up"):
         args = shlex.split(cmd)
         script = ROOT / args[0]
         assert os.access(script, os.X_OK), script
