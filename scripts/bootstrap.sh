@@ -4,9 +4,9 @@
 #
 #   - a project venv at .venv (PyPI's unrelated `node`/`harbor` distributions must
 #     never share site-packages with skymesh), created if missing, with
-#     `pip install -e '.[dev]'`; reused while current: .venv/.skymesh-stamp holds a
-#     hash of pyproject.toml, any constraints*.txt, the interpreter and the
-#     checkout's path, and a change re-installs;
+#     `pip install -e '.[dev]'`; reused while current: .venv/.skymesh-stamp holds the
+#     venv's path and a hash of pyproject.toml, any constraints*.txt and the
+#     interpreter; a change re-installs (a new interpreter or path: a new venv);
 #   - Debian packages: zookeeper, redis-server, default-jre-headless (the servers
 #     scripts/servers.sh starts), debootstrap (deploy/build-images.sh, the e2e
 #     tests), docker-compose when a Docker engine answers but no compose tool does,
@@ -91,7 +91,7 @@ want="$( { echo "$root"; "$python" -c 'import sys; print(sys.version)';
 
 current() {  # the venv exists, its interpreter runs, and the stamp matches
     [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c '' 2>/dev/null \
-        && [[ -f "$stamp_file" && "$(cat "$stamp_file")" == "$want" ]]
+        && [[ -f "$stamp_file" && "$(cat "$stamp_file")" == "$venv"$'\n'"$want" ]]
 }
 
 if ! current; then
@@ -109,6 +109,11 @@ if ! current; then
             log "recreating .venv (made by another interpreter)"
             rm -rf "$venv"
         fi
+        # A venv is not relocatable (script shebangs, activate): a moved checkout's is redone.
+        if [[ -f "$stamp_file" && "$(head -n 1 "$stamp_file")" != "$venv" ]]; then
+            log "recreating .venv (the checkout moved)"
+            rm -rf "$venv"
+        fi
         if [[ ! -x "$venv/bin/python" ]]; then
             log "creating .venv with $python"
             "$python" -m venv "$venv"
@@ -117,7 +122,7 @@ if ! current; then
         cargs=()
         for f in "${constraints[@]}"; do cargs+=(-c "$f"); done
         "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]' "${cargs[@]}"
-        echo "$want" >"$stamp_file"
+        printf '%s\n%s\n' "$venv" "$want" >"$stamp_file"
     fi
     exec 8>&-
 fi
