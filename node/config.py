@@ -15,10 +15,16 @@ Example file::
 
 ``SKYMESH_WORKERS=4`` overrides ``workers``; ``SKYMESH_SERVICES`` takes a JSON
 list of service tables or ``"mod:Class,mod:Class"``.
+
+A misspelt key is an error, in the file and in the environment alike: any
+``SKYMESH_*`` variable that is neither ``SKYMESH_<KEY>`` for a key here nor in
+``ENV_NOT_CONFIG`` (the project's scripts' own variables) raises ``ConfigError``
+naming the nearest known name, so a typo in a setting never silently leaves it off.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tomllib
@@ -29,7 +35,17 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["NodeConfig", "ServiceSpec", "load_config"]
+__all__ = ["ENV_NOT_CONFIG", "NodeConfig", "ServiceSpec", "load_config"]
+
+# SKYMESH_* variables that are not node settings: read by scripts/servers.sh, the
+# compose files and deploy/ (image names), deploy/build-images.sh and the e2e tests.
+# A new such variable must be added here, or every node started beside it refuses.
+ENV_NOT_CONFIG = frozenset({
+    "SKYMESH_ZK_PORT", "SKYMESH_REDIS_PORT", "SKYMESH_SERVERS_DIR", "SKYMESH_SERVERS_WAIT",
+    "SKYMESH_IMAGE", "SKYMESH_PYTHON_IMAGE", "SKYMESH_ZOOKEEPER_IMAGE", "SKYMESH_REDIS_IMAGE",
+    "SKYMESH_DEBIAN_MIRROR", "SKYMESH_DEBIAN_SUITE",
+    "SKYMESH_E2E_IMAGE", "SKYMESH_E2E_OFFICIAL_IMAGES", "SKYMESH_COMPOSE",
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -106,14 +122,31 @@ def load_config(
     elif source is not None:
         raw = dict(source)
     env = os.environ if env is None else env
+    _check_env_names(env)
     for key in _KEYS:
         value = env.get(f"SKYMESH_{key.upper()}")
         if value is not None:
             raw[key] = _from_env(key, value)
     unknown = set(raw) - _KEYS
     if unknown:
-        raise ConfigError(f"unknown config key(s): {', '.join(sorted(unknown))}")
+        hints = [f"{k}{_nearest(str(k), _KEYS)}" for k in sorted(unknown, key=str)]
+        raise ConfigError(f"unknown config key(s): {', '.join(hints)}")
     return _validate(raw)
+
+
+def _check_env_names(env: Mapping[str, str]) -> None:
+    known = {f"SKYMESH_{key.upper()}" for key in _KEYS} | ENV_NOT_CONFIG
+    for name in sorted(env):
+        if name.startswith("SKYMESH_") and name not in known:
+            # Match on what follows the prefix: every name shares "SKYMESH_".
+            hint = _nearest(name.removeprefix("SKYMESH_"), {k[8:] for k in known}, "SKYMESH_")
+            hint = hint or "; settings are SKYMESH_<KEY> for the keys in node/config.py"
+            raise ConfigError(f"unknown environment variable {name}{hint}")
+
+
+def _nearest(name: str, known: set[str] | frozenset[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
 
 def _from_env(key: str, value: str) -> Any:
