@@ -306,3 +306,25 @@ def test_reload_waits_boundedly_for_a_busy_service(node: Node, module) -> None:
     report = node.reload(name, timeout=0.2)
     assert not report.swapped and "still queued" in report.kept[0][2]
     assert node.call(counter, "hit", 0)[0] == "v2"  # the queued swap ran before this call
+
+
+def test_async_on_reload_and_a_service_still_starting(node: Node, module) -> None:
+    name = module(V1.replace("    def on_start(self):\n        self.n = 0",
+                             "    async def on_start(self, pause=0):\n"
+                             "        self.n = 0\n        await self.sleep(pause)"))
+    ready = node.newservice(_cls(name))
+    started: list[int] = []
+    t = threading.Thread(target=lambda: started.append(node.newservice(_cls(name), 0.8)))
+    t.start()
+    wait_for(lambda: len(node.services()) >= 4)  # logger, launcher, ready, the starting one
+    module(V2.replace("    def on_reload(self, old_class):\n",
+                      "    async def on_reload(self, old_class):\n"
+                      "        await self.sleep(0.01)\n"))
+    report = node.reload(name)
+    outcomes = sorted(q for _, q in report.swapped)
+    assert outcomes == ["Counter", "Counter (swapped (starting: no on_reload))"]
+    t.join(5)
+    (starting,) = started
+    assert node.call(starting, "hit", 0)[0] == "v2"
+    assert node.call(starting, "hooks_seen") == []  # no hook before on_start finished
+    wait_for(lambda: len(node.call(ready, "hooks_seen")) == 1)  # the async hook ran
