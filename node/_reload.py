@@ -115,6 +115,8 @@ class Reloader:
     def _import(self, name: str, old: ModuleType) -> ModuleType:
         if name.partition(".")[0] in _OWN:
             raise ReloadError(f"{name} is part of skymesh and cannot be reloaded")
+        if name == "__main__":
+            raise ReloadError("__main__ cannot be reloaded: start services from a module")
         spec = getattr(old, "__spec__", None)
         loader = getattr(spec, "loader", None)
         get_source = getattr(loader, "get_source", None)

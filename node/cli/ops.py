@@ -354,7 +354,11 @@ def _reload(args: argparse.Namespace, cfg: Any, port: int | None, token: str | N
         try:
             with ConsoleClient(*where, token, args.timeout) as c:
                 ok, lines = c.command(line)
-        except (OSError, PermissionError) as exc:
+        except PermissionError as exc:
+            print(f"{label}: not reloaded: console refused: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        except OSError as exc:
             print(f"{label}: not reloaded: console unreachable: {exc}", file=sys.stderr)
             failed = True
             continue

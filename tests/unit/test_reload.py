@@ -328,3 +328,22 @@ def test_async_on_reload_and_a_service_still_starting(node: Node, module) -> Non
     assert node.call(starting, "hit", 0)[0] == "v2"
     assert node.call(starting, "hooks_seen") == []  # no hook before on_start finished
     wait_for(lambda: len(node.call(ready, "hooks_seen")) == 1)  # the async hook ran
+
+
+def test_cli_reload_through_one_console(node: Node, module, capsys) -> None:
+    from node.cli import main
+
+    name = module(V1)
+    counter = node.newservice(_cls(name))
+    port = str(node.call(start_console(node, 0, "s3cret"), "address")[1])
+    module(V2)
+    assert main(["reload", "--port", port, "--token", "s3cret", name]) == 0
+    assert "1 service(s) swapped" in capsys.readouterr().out
+    assert node.call(counter, "hit", 0)[0] == "v2"
+    assert main(["reload", "--port", port, "--token", "wrong", name]) == 1
+    assert "not reloaded: console refused" in capsys.readouterr().err
+    assert main(["reload", "--port", port, "--token", "s3cret", "no_such_module_here"]) == 1
+    assert "loaded on none" in capsys.readouterr().err
+    assert main(["reload", "--port", port, "--token", "s3cret", "__main__"]) == 1
+    assert "__main__ cannot be reloaded" in capsys.readouterr().err
+    assert main(["reload", "--port", port, "--node", "1", name]) == 2  # --node needs a cluster
