@@ -268,7 +268,7 @@ def test_console_reload_needs_the_token_and_reports(node: Node, module) -> None:
     with ConsoleClient("127.0.0.1", port) as c:  # no token: refused, nothing reloaded
         module(V2)
         ok, lines = c.command(f"reload {name}")
-        assert not ok and "auth" in lines[-1]
+        assert not ok and "required" in lines[-1]
     assert node.call(counter, "hit", 0)[0] == "v1"
     with ConsoleClient("127.0.0.1", port, "s3cret") as c:
         ok, lines = c.command(f"reload {name}")
@@ -330,20 +330,24 @@ def test_async_on_reload_and_a_service_still_starting(node: Node, module) -> Non
     wait_for(lambda: len(node.call(ready, "hooks_seen")) == 1)  # the async hook ran
 
 
-def test_cli_reload_through_one_console(node: Node, module, capsys) -> None:
+def test_cli_reload_through_one_console(node: Node, module, capsys, tmp_path: Path) -> None:
     from node.cli import main
 
     name = module(V1)
     counter = node.newservice(_cls(name))
     port = str(node.call(start_console(node, 0, "s3cret"), "address")[1])
+    good, bad = tmp_path / "token", tmp_path / "wrong"
+    good.write_text("s3cret\n")
+    bad.write_text("wrong\n")
+    cli = ["reload", "--port", port, "--token-file"]
     module(V2)
-    assert main(["reload", "--port", port, "--token", "s3cret", name]) == 0
+    assert main([*cli, str(good), name]) == 0
     assert "1 service(s) swapped" in capsys.readouterr().out
     assert node.call(counter, "hit", 0)[0] == "v2"
-    assert main(["reload", "--port", port, "--token", "wrong", name]) == 1
+    assert main([*cli, str(bad), name]) == 1
     assert "not reloaded: console refused" in capsys.readouterr().err
-    assert main(["reload", "--port", port, "--token", "s3cret", "no_such_module_here"]) == 1
+    assert main([*cli, str(good), "no_such_module_here"]) == 1
     assert "loaded on none" in capsys.readouterr().err
-    assert main(["reload", "--port", port, "--token", "s3cret", "__main__"]) == 1
+    assert main([*cli, str(good), "__main__"]) == 1
     assert "__main__ cannot be reloaded" in capsys.readouterr().err
     assert main(["reload", "--port", port, "--node", "1", name]) == 2  # --node needs a cluster
