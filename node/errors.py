@@ -8,6 +8,7 @@ from :class:`SkymeshError`::
     ├── ServiceStartError      a new service's on_start raised; nothing remains of it
     ├── Interrupted            raised inside a handler broken from outside
     ├── SocketError            listen/connect failed (address in use, refused, timed out)
+    ├── ReloadError            a live reload refused or its new code failed to import
     └── CallFailed             a call did not produce a reply value
         ├── CallError          the remote handler raised, or has no such handler
         ├── CallTimeout        no reply within the timeout
@@ -30,6 +31,7 @@ __all__ = [
     "Interrupted",
     "NodeDown",
     "Overloaded",
+    "ReloadError",
     "ServiceExited",
     "ServiceNotFound",
     "ServiceStartError",
@@ -48,6 +50,11 @@ class ConfigError(SkymeshError):
 
 class Interrupted(SkymeshError):
     """Raised inside a handler that was interrupted with ``Node.interrupt``."""
+
+
+class ReloadError(SkymeshError):
+    """A live reload was refused (a skymesh module, no source) or the module's new code
+    failed to import; the old code keeps running. The message is one line saying why."""
 
 
 class SocketError(SkymeshError):

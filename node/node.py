@@ -33,6 +33,7 @@ from ._monitors import Monitors
 from ._names import Names
 from ._offload import Offload
 from ._parts import Parts
+from ._reload import Reloader, ReloadReport
 from ._router import Router
 from ._sockets.api import Sockets
 from ._unique import Uniques
@@ -408,6 +409,21 @@ class Node:
     def host_unique(self, path: str) -> bool:
         """On the master: start the cluster-unique service ``path`` from its stored spec."""
         return self._uniques.host(path)
+
+    def reload(self, module: str, timeout: float = 10.0) -> ReloadReport:
+        """Live reload: import ``module`` again from its source and swap every local
+        service whose class it defines to the new class of the same name, keeping
+        instance state; each swap happens on that service's worker between two
+        messages, then its ``on_reload(old_class)`` runs. Waits up to ``timeout``
+        seconds for the swaps. An operator action (console, CLI); blocks the calling
+        plain thread.
+
+        Raises ``ReloadError`` when the new code fails to import (the old code keeps
+        running) or the module may not be reloaded.
+        """
+        if threading.current_thread() in self._worker_threads:
+            raise RuntimeError("Node.reload blocks: call it from a plain thread (offload)")
+        return Reloader(self._router, self._life.log).reload(module, timeout)
 
     def sockets_stats(self) -> dict[str, int]:
         """The socket thread's counters (empty until a service used a socket)."""

@@ -74,7 +74,8 @@ class Service(SocketAPI, ServiceCore):
 
     Override ``on_start(*args)`` (may be async; runs before any message),
     ``on_stop()`` (may be async; runs when the service exits, is killed or
-    the node stops), and the notice hooks ``on_down(handle, reason)``,
+    the node stops), ``on_reload(old_class)`` (after a live reload swapped
+    its class), and the notice hooks ``on_down(handle, reason)``,
     ``on_system(event, data)``. Expose handlers with :func:`expose`.
 
     Example::
@@ -148,6 +149,12 @@ class Service(SocketAPI, ServiceCore):
 
     def on_system(self, event: str, data: Any) -> Any:
         """Any other SYSTEM notice."""
+
+    def on_reload(self, old_class: type) -> Any:
+        """This service's class was just swapped to the new code of its module by a live
+        reload (``skymesh reload``); ``old_class`` is the class it had. Runs on the
+        service's own worker, before its next message; may be ``async``. Migrate
+        instance state here (attributes the new code expects)."""
 
     # -- binding (by the node, at spawn) ----------------------------------------------------
 

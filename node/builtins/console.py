@@ -8,7 +8,8 @@ be ``auth <token>``. Try it with ``nc 127.0.0.1 <port>`` or ``skymesh console``.
 Commands: ``help``, ``list``, ``stat``, ``mem``, ``info <h>``, ``kill <h>``,
 ``ping <h>``, ``interrupt <h>``, ``gc``, ``names``, ``groups``, ``locks``,
 ``nodes``, ``call <dest> <method> [arg ...]`` (each arg JSON, else a string),
-``status`` (one JSON line: the node as ``skymesh status`` shows it), ``quit``.
+``status`` (one JSON line: the node as ``skymesh status`` shows it),
+``reload [--timeout s] <module>`` (live reload on this node), ``quit``.
 ``<h>`` is ``:0000000100000005``, ``0x100000005``, a decimal handle or a name.
 """
 
@@ -26,7 +27,7 @@ import time
 from typing import Any
 
 from ..address import format_handle
-from ..errors import CallError, CallFailed
+from ..errors import CallError, CallFailed, ReloadError
 from ..node import Node
 from ..service import expose
 from .gate import Agent, Gate
@@ -53,6 +54,7 @@ HELP = (
     ("call [--timeout s] <dest> <method> [arg ...]", "call a service; args JSON, else strings"),
     ("status", "everything above as one JSON line (skymesh status)"),
     ("hello <nonce>", "first line when the console has a token (skymesh console does it)"),
+    ("reload [--timeout s] <module>", "re-import a module, swap its services' classes"),
     ("quit", "close this session"),
 )
 RATE_EVERY = 1.0  # seconds between samples of messages handled
@@ -267,7 +269,25 @@ class ConsoleAgent(Agent):
             return [json.dumps(result, default=repr)]
         if cmd == "status":
             return [json.dumps(await self._status(), default=repr)]
+        if cmd == "reload":
+            return await self._reload_command(node, args)
         raise ValueError(f"unknown command {cmd!r} (try help)")
+
+    async def _reload_command(self, node: Node, args: list[str]) -> list[str]:
+        """Live reload on this node only: the CLI asks each node's console in turn, so a
+        reload never travels as a cluster message. The import and the wait for the
+        swaps run on the offload pool, never blocking a worker."""
+        timeout = 10.0
+        if args[:1] == ["--timeout"] and len(args) > 1:
+            timeout, args = float(args[1]), args[2:]
+        if len(args) != 1 or not all(p.isidentifier() for p in args[0].split(".")):
+            raise ValueError("usage: reload [--timeout SECONDS] <module>")
+        failed: str | None
+        lines: list[str]
+        failed, lines = await self.offload(_reload_on, node, args[0], timeout)
+        if failed is not None:
+            raise ReloadError(failed)  # one line: why, and that the old code runs on
+        return lines
 
     async def _rate(self) -> float:
         rate: float = await self.call(self.gate, "messages_per_second", timeout=5)
@@ -317,6 +337,14 @@ class ConsoleAgent(Agent):
             "messages_per_second": rate,
             "stats": node.stats(),
         }
+
+
+def _reload_on(node: Node, module: str, timeout: float) -> tuple[str | None, list[str]]:
+    """On an offload thread: (why it failed or None, the report's lines)."""
+    try:
+        return None, node.reload(module, timeout).lines()
+    except ReloadError as exc:
+        return str(exc), []
 
 
 def _service_line(s: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""Operator subcommands of the ``skymesh`` CLI: health, console, call, status.
+"""Operator subcommands of the ``skymesh`` CLI: health, console, call, status, reload.
 
 ``console``, ``call`` and ``status`` talk to a node's ``.console`` (see
 ``node/builtins/console.py``): ``--host``/``--port``/``--token-file``, or ``--config``
@@ -50,6 +50,12 @@ def add_commands(sub: Any) -> None:
     _console_args(s)
     s.add_argument("--json", action="store_true", help="one JSON document")
 
+    r = sub.add_parser("reload", help="live reload: re-import MODULE on every node's console")
+    _console_args(r)
+    r.add_argument("module", help="the dotted module name, as the nodes imported it")
+    r.add_argument("--node", type=int, action="append", dest="nodes", metavar="N",
+                   help="only node N (repeatable; needs a cluster config)")
+
 
 def _console_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="the node's TOML config (console_port, console_token)")
@@ -66,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     done = cli_cluster.run(args)
     if done is not None:
         return done
-    if args.command in ("console", "call", "status"):
+    if args.command in ("console", "call", "status", "reload"):
         try:
             return _with_console(args)
         except _UsageError as exc:
@@ -172,6 +178,8 @@ def _with_console(args: argparse.Namespace) -> int:
     cfg, port, token = _settings(args)
     if args.command == "status" and cfg is not None and cfg.zk_hosts and args.port is None:
         return _cluster_status(args, cfg, token)
+    if args.command == "reload":
+        return _reload(args, cfg, port, token)
     if port is None:
         raise _UsageError("no console port: pass --port or a config with console_port")
     with ConsoleClient(args.host, port, token, args.timeout) as c:
@@ -269,14 +277,12 @@ def _cluster_status(args: argparse.Namespace, cfg: Any, token: str | None) -> in
         return EXIT_FAIL
     per_node: dict[Any, Any] = {}
     failed = False
-    for nid, info in sorted(members.items()):
-        endpoint = info.endpoints.get("console", "").removeprefix("tcp://")
-        host, _, port = endpoint.rpartition(":")
-        if not port.isdigit():
-            per_node[nid] = "no console advertised"
+    for nid, where in sorted(_console_addresses(members).items()):
+        if isinstance(where, str):
+            per_node[nid] = where
             continue
         try:
-            with ConsoleClient(host or info.host, int(port), token, args.timeout) as c:
+            with ConsoleClient(*where, token, args.timeout) as c:
                 ok, lines = c.command("status")
             per_node[nid] = json.loads(lines[0]) if ok else f"console error: {lines[-1]}"
             failed = failed or not ok
@@ -292,3 +298,76 @@ def _cluster_status(args: argparse.Namespace, cfg: Any, token: str | None) -> in
     })
     _print_status(doc, args.json)
     return EXIT_FAIL if failed else 0
+
+
+def _console_addresses(members: dict[int, Any]) -> dict[int, tuple[str, int] | str]:
+    """Each member's console ``(host, port)`` from its membership endpoints, or why not."""
+    out: dict[int, tuple[str, int] | str] = {}
+    for nid, info in members.items():
+        endpoint = info.endpoints.get("console", "").removeprefix("tcp://")
+        host, _, port = endpoint.rpartition(":")
+        out[nid] = (host or info.host, int(port)) if port.isdigit() else "no console advertised"
+    return out
+
+
+# -- reload -----------------------------------------------------------------------------------
+
+
+def _reload(args: argparse.Namespace, cfg: Any, port: int | None, token: str | None) -> int:
+    """Ask each node's console, one after the other, to reload ``args.module``.
+
+    The CLI fans out (not one node's console to the others) so that a reload is
+    only ever an operator's console command: no cluster message can start one.
+    Exit 1 if any chosen node failed, could not be reached, or if no node had the
+    module loaded (a typo reloads nothing).
+    """
+    if cfg is not None and cfg.zk_hosts and args.port is None:
+        from coord.errors import CoordError
+        from coord.observer import ClusterView
+
+        try:
+            with ClusterView(cfg.zk_hosts, cfg.cluster, args.timeout) as view:
+                targets = _console_addresses(view.members())
+        except CoordError as exc:
+            print(f"skymesh: ZooKeeper unreachable or unreadable: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+        if args.nodes:
+            missing = sorted(set(args.nodes) - set(targets))
+            targets = {n: w for n, w in targets.items() if n in args.nodes}
+            for nid in missing:
+                targets[nid] = "not a cluster member"
+    elif args.nodes:
+        raise _UsageError("--node needs a cluster config (zk_hosts) to find the nodes")
+    elif port is None:
+        raise _UsageError("no console port: pass --port or a config with console_port")
+    else:
+        targets = {0: (args.host, port)}
+    inner = f"{max(args.timeout * 0.8, 0.01):.3f}"  # the node's wait ends before ours
+    line = " ".join(shlex.quote(w) for w in ("reload", "--timeout", inner, args.module))
+    failed, loaded = False, False
+    for nid, where in sorted(targets.items()):
+        label = f"node {nid}" if nid else f"{args.host}:{port}"
+        if isinstance(where, str):
+            print(f"{label}: not reloaded: {where}", file=sys.stderr)
+            failed = True
+            continue
+        try:
+            with ConsoleClient(*where, token, args.timeout) as c:
+                ok, lines = c.command(line)
+        except PermissionError as exc:
+            print(f"{label}: not reloaded: console refused: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        except OSError as exc:
+            print(f"{label}: not reloaded: console unreachable: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        if not ok:
+            print(f"{label}: {lines[-1]}", file=sys.stderr)
+            failed = True
+            continue
+        print("\n".join(lines))
+        loaded = loaded or not any("is not loaded here" in x for x in lines)
+    if not loaded and not failed:
+        print(f"skymesh: {args.module} is loaded on none of these nodes", file=sys.stderr)
+    return EXIT_FAIL if failed or not loaded else 0
