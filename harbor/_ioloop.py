@@ -5,12 +5,18 @@ publications); read frames from PULL and publications/heartbeats from SUB;
 read socket-monitor events; pack every queued outgoing message into one frame
 per (peer, run of equal destination incarnation) and send; publish a
 heartbeat when due; report silent peers.
+
+An inbound frame is checked in order of cost: its size (ZeroMQ's MAXMSGSIZE
+already cut longer ones), its connection's ZAP User-Id against the node id
+its header claims (with credentials), the header against the peer set, and
+only then are its messages decoded (with msgpack limits and the wire policy).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 import zmq
@@ -18,23 +24,28 @@ from zmq.utils.monitor import recv_monitor_message
 
 from harbor._droplog import DropLog
 from harbor._shared import Peer, Shared
-from harbor.errors import FrameError
+from harbor.curve import curve_client
+from harbor.errors import FrameError, HarborError
+from harbor.keys import CLUSTER, OPERATOR, Credentials
 from harbor.transport import DeliverFn, DeliverPubFn, PeerDownFn, PeerInfo
 from harbor.wire import (
     FRAME_OVERHEAD,
     HEARTBEAT_TOPIC,
-    Frame,
+    Header,
+    WirePolicy,
     check_header,
     decode_frame,
     decode_publication,
     encode_heartbeat,
     join_frame,
+    peek_header,
 )
 
 # A turn stops reading PULL after this many frames or this long, so heartbeats go out and
 # come in on time however much traffic (or however slow a deliver callback) there is.
 PULL_PER_TURN: Final = 256
-PARK_LIMIT: Final = 256
+PARK_LIMIT: Final = 256  # frames parked for not-yet-known nodes ...
+PARK_BYTES: Final = 32 * 1024 * 1024  # ... and their bytes
 TURN_BUDGET: Final = 0.02  # seconds
 # Frames are packed up to this size (or max_frame if smaller): big enough to amortize the
 # per-frame cost, small enough that decoding one never holds the receiver's turn for long.
@@ -42,6 +53,13 @@ BATCH_BYTES: Final = 256 * 1024
 SUB_PER_TURN: Final = 4096  # publications read per turn; silence is judged only when SUB is drained
 MONITOR_EVENTS: Final = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
 SNDHWM: Final = 256  # frames queued in ZeroMQ per peer before frames wait in our backlog
+
+
+def user_ids(credentials: Credentials | None) -> frozenset[str] | None:
+    """The ZAP User-Ids a frame may arrive under now (None: no credentials, no check)."""
+    if credentials is None:
+        return None
+    return frozenset(str(w) for w in credentials.allowed.values() if w != OPERATOR)
 
 
 class IoLoop:
@@ -59,6 +77,9 @@ class IoLoop:
         droplog: DropLog,
         max_frame: int,
         timing: tuple[float, float, float],
+        credentials: Credentials | None = None,
+        policy: WirePolicy | None = None,
+        rebind_pub: Callable[[], zmq.Socket[bytes]] | None = None,
     ) -> None:
         # Immutable after __init__: identity, sockets, callbacks, limits.
         self.shared = shared
@@ -71,15 +92,27 @@ class IoLoop:
         self.counts = droplog.counts
         self.max_frame = max_frame
         self.hb_interval, self.peer_timeout, self.join_grace = timing
+        self.policy = policy
+        self.rebind_pub = rebind_pub
+        # Mutable, I/O thread: the credentials in force and the User-Ids they allow (None:
+        # no credentials). Replaced together by a "creds" command.
+        self.creds = credentials
+        self.user_ids = user_ids(credentials)
+        # node id -> advertised key, for peers left out because their key is not allowed.
+        self.untrusted: dict[int, str] = {}
+        self.pub_stale = False  # the PUB socket must be bound afresh (a key was revoked)
         # Mutable, all owned by the I/O thread (only it reads or writes them).
         # Invariant: members, by_monitor, by_push and by_pub_endpoint index exactly the
         # peers in self.peers (and their open sockets).
         self.peers: dict[int, Peer] = {}  # node id -> peer, as last applied from set_peers
         self.members: dict[int, int] = {}  # node id -> incarnation
         # Frames from a node id not (yet) in the peer set, held up to join_grace: a node
-        # that just joined may call us before our membership watch shows it.
-        # Invariant: at most PARK_LIMIT entries; each is delivered or dropped once.
-        self.parked: list[tuple[float, Frame]] = []
+        # that just joined may call us before our membership watch shows it. Kept raw
+        # (header read, messages not decoded): (parked at, header, data).
+        # Invariant: at most PARK_LIMIT entries and PARK_BYTES bytes (parked_bytes is their
+        # sum); each is delivered or dropped once.
+        self.parked: list[tuple[float, Header, bytes]] = []
+        self.parked_bytes = 0
         self.by_monitor: dict[zmq.Socket[bytes], Peer] = {}  # PUSH monitor socket -> peer
         self.by_push: dict[zmq.Socket[bytes], Peer] = {}  # PUSH socket -> peer
         self.by_pub_endpoint: dict[str, Peer] = {}  # SUB-connected endpoint -> peer
@@ -119,10 +152,11 @@ class IoLoop:
         if self.pull in events:
             budget_end = time.monotonic() + TURN_BUDGET
             for _ in range(PULL_PER_TURN):
-                data = self._recv(self.pull)
-                if data is None:
+                try:
+                    zf = self.pull.recv(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
                     break
-                self.on_frame(data)
+                self.on_frame(zf)
                 if time.monotonic() > budget_end:
                     break  # the rest is read next turn: poll reports PULL readable at once
         if self.sub in events:
@@ -141,6 +175,8 @@ class IoLoop:
         self.flush_out(n_out)
         now = time.monotonic()
         if now >= self.next_hb:
+            if self.pub_stale:
+                self.fresh_pub()
             self.heartbeat(now)
             # Judge silence only on a drained SUB: a heartbeat may be waiting in it.
             if self.parked:
@@ -164,7 +200,11 @@ class IoLoop:
             self.pub.send_multipart([cmd[1], cmd[2]], zmq.NOBLOCK)  # PUB drops at HWM
             self.counts["pubs_out"] += 1
         elif op == "peers":
-            self.apply_peers(cmd[1])
+            self.apply_peers(cmd[1], cmd[2])
+        elif op == "creds":
+            self.creds = cmd[1]
+            self.user_ids = user_ids(cmd[1])
+            self.fresh_pub()
         elif op == "sub" and cmd[1] not in self.topics:
             self.topics.add(cmd[1])
             self.sub.setsockopt(zmq.SUBSCRIBE, cmd[1])
@@ -172,12 +212,40 @@ class IoLoop:
             self.topics.discard(cmd[1])
             self.sub.setsockopt(zmq.UNSUBSCRIBE, cmd[1])
 
-    def apply_peers(self, new: dict[int, PeerInfo]) -> None:
-        """Make the peer set ``new``: drop gone peers, reconnect replaced ones, add new ones."""
+    def fresh_pub(self) -> None:
+        """Bind the PUB socket afresh, so every subscriber handshakes again (revocation)."""
+        if self.rebind_pub is None:
+            return
+        self.pub.close(0)
+        # The old listener closes asynchronously: retry the bind a little.
+        for _ in range(50):
+            try:
+                self.pub = self.rebind_pub()
+            except HarborError:
+                time.sleep(0.01)
+                continue
+            self.pub_stale = False
+            return
+        # Still bound by the closing socket: keep a placeholder, retry at the next heartbeat.
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub_stale = True
+        self.drops.drop("endpoint", 0, "cannot bind PUB again yet, retrying", 0)
+
+    def apply_peers(self, new: dict[int, PeerInfo], untrusted: dict[int, str]) -> None:
+        """Make the peer set ``new``: drop gone peers, reconnect replaced ones, add new ones.
+
+        ``untrusted``: peers membership lists but whose advertised key is not allowed;
+        counted once each, and reported down if they were peers.
+        """
+        for node_id, key in untrusted.items():
+            if self.untrusted.get(node_id) != key:
+                self.drops.drop("untrusted-peer", node_id, f"advertises key {key!r}")
+        self.untrusted = untrusted
         for node_id, peer in list(self.peers.items()):
             info = new.get(node_id)
             if info is None:
-                self.remove_peer(peer, "left")
+                self.remove_peer(peer, "untrusted" if node_id in untrusted else "left")
             elif info != peer.info:
                 replaced = info.incarnation != peer.info.incarnation
                 self.remove_peer(peer, "replaced" if replaced else "")
@@ -192,6 +260,8 @@ class IoLoop:
         self.members[peer.node_id] = peer.info.incarnation
         self.unpark(peer.node_id)
         try:
+            if self.creds is not None:
+                curve_client(self.sub, self.creds, peer.info.key)
             self.sub.connect(peer.info.pub)
         except zmq.ZMQError as exc:
             self.drops.drop("endpoint", peer.node_id, f"{peer.info.pub}: {exc}")
@@ -258,32 +328,60 @@ class IoLoop:
     def drop_backlog(self, peer: Peer, reason: str) -> None:
         """Discard frames still waiting for ``peer``'s socket, counted as ``reason``."""
         if peer.backlog:
-            n = sum(m for _, m in peer.backlog)
+            n = sum(m for _, m, _ in peer.backlog)
+            self.shared.release(peer.node_id, sum(b for _, _, b in peer.backlog))
             peer.backlog.clear()
             self.drops.drop(reason, peer.node_id, f"{n} queued messages", n)
 
     # -- inbound ------------------------------------------------------------------------
 
-    def on_frame(self, data: bytes) -> None:
-        """Decode, check and deliver one actor frame; drop and count it if it is bad."""
+    def on_frame(self, zf: zmq.Frame) -> None:
+        """Check the identity and header of one actor frame, then decode and deliver it.
+
+        Every rejection is dropped and counted; none decodes the messages.
+        """
+        data = zf.buffer
         try:
-            frame = decode_frame(data, self.max_frame)
+            head = peek_header(data, self.max_frame)
         except FrameError as exc:
             self.drops.drop(exc.reason, 0, exc.detail)
             return
-        try:
-            check_header(frame, self.node_id, self.incarnation, self.members)
-        except FrameError as exc:
-            unknown = frame.src_node not in self.members
-            if exc.reason == "nonmember" and unknown and len(self.parked) < PARK_LIMIT:
-                self.parked.append((time.monotonic(), frame))
+        if self.user_ids is not None:
+            try:
+                uid = zf.get("User-Id")
+            except zmq.ZMQError:  # no ZAP User-Id: not a CURVE connection (cannot happen)
+                uid = ""
+            if uid not in self.user_ids:
+                self.drops.drop("revoked", head.src_node, f"key of {uid!r} is not allowed")
                 return
-            self.drops.drop(exc.reason, frame.src_node, exc.detail)
+            if uid != CLUSTER and uid != str(head.src_node):
+                self.drops.drop("impostor", head.src_node, f"sent with the key of {uid}")
+                return
+        try:
+            check_header(head, self.node_id, self.incarnation, self.members)
+        except FrameError as exc:
+            if exc.reason == "nonmember" and head.src_node not in self.members:
+                self.park(head, zf.bytes)
+                return
+            self.drops.drop(exc.reason, head.src_node, exc.detail)
             return
-        self.accept(frame)
+        self.accept(head, data)
 
-    def accept(self, frame: Frame) -> None:
-        """Deliver a frame that passed the header checks."""
+    def park(self, head: Header, data: bytes) -> None:
+        """Hold a frame from a node id not in the peer set (yet), within the bounds."""
+        if len(self.parked) >= PARK_LIMIT or self.parked_bytes + len(data) > PARK_BYTES:
+            self.drops.drop("park-full", head.src_node, f"{len(data)} bytes, parking full")
+            return
+        self.parked.append((time.monotonic(), head, data))
+        self.parked_bytes += len(data)
+
+    def accept(self, head: Header, data: bytes | memoryview) -> None:
+        """Decode and deliver a frame whose header passed the checks."""
+        try:
+            frame = decode_frame(data, self.max_frame, self.policy)
+        except FrameError as exc:
+            self.drops.drop(exc.reason, head.src_node, exc.detail)
+            return
         self.counts["frames_in"] += 1
         self.counts["msgs_in"] += len(frame.messages)
         try:
@@ -369,11 +467,12 @@ class IoLoop:
             peer = self.peers.get(node_id)
             if peer is None or peer.down:
                 why = "peer-left" if peer is None else "peer-down"
+                self.shared.release(node_id, sum(x[2] for x in r))
                 self.drops.drop(why, node_id, "queued messages", sum(len(x[1]) for x in r))
                 continue
-            for inc, datas, _ in r:
+            for inc, datas, size in r:
                 frame = join_frame(self.node_id, self.incarnation, node_id, inc, datas)
-                peer.backlog.append((frame, len(datas)))
+                peer.backlog.append((frame, len(datas), size))
             self.flush_peer(peer)
 
     def flush_peer(self, peer: Peer) -> None:
@@ -384,7 +483,7 @@ class IoLoop:
                 return
         push = peer.push
         while peer.backlog:
-            frame, n = peer.backlog[0]
+            frame, n, size = peer.backlog[0]
             try:
                 push.send(frame, zmq.NOBLOCK)
             except zmq.Again:
@@ -396,6 +495,7 @@ class IoLoop:
                 self.counts["frames_out"] += 1
                 self.counts["msgs_out"] += n
             peer.backlog.popleft()
+            self.shared.release(peer.node_id, size)
         if push in self.poller:
             self.poller.unregister(push)
 
@@ -405,6 +505,8 @@ class IoLoop:
         push.setsockopt(zmq.LINGER, 0)
         push.setsockopt(zmq.SNDHWM, SNDHWM)
         push.setsockopt(zmq.RECONNECT_IVL, 100)
+        if self.creds is not None:
+            curve_client(push, self.creds, peer.info.key)
         try:
             push.connect(peer.info.pull)
         except zmq.ZMQError as exc:
@@ -430,20 +532,21 @@ class IoLoop:
 
     def unpark(self, node_id: int, expire_before: float = 0.0) -> None:
         """Deliver parked frames of ``node_id`` that now pass; drop expired ones."""
-        keep: list[tuple[float, Frame]] = []
-        for at, frame in self.parked:
-            if frame.src_node == node_id:
+        keep: list[tuple[float, Header, bytes]] = []
+        for at, head, data in self.parked:
+            if head.src_node == node_id:
                 try:
-                    check_header(frame, self.node_id, self.incarnation, self.members)
+                    check_header(head, self.node_id, self.incarnation, self.members)
                 except FrameError as exc:
-                    self.drops.drop(exc.reason, frame.src_node, exc.detail)
+                    self.drops.drop(exc.reason, head.src_node, exc.detail)
                     continue
-                self.accept(frame)
+                self.accept(head, data)
             elif at < expire_before:
-                self.drops.drop("nonmember", frame.src_node, "never joined")
+                self.drops.drop("nonmember", head.src_node, "never joined")
             else:
-                keep.append((at, frame))
+                keep.append((at, head, data))
         self.parked = keep
+        self.parked_bytes = sum(len(d) for _, _, d in keep)
 
     def check_silence(self, now: float) -> None:
         """Report peers not heard within the timeout (a new peer gets ``join_grace`` more)."""
