@@ -25,7 +25,7 @@ from zmq.utils.monitor import recv_monitor_message
 from harbor._droplog import DropLog
 from harbor._shared import Peer, Shared
 from harbor.curve import curve_client
-from harbor.errors import FrameError, HarborError
+from harbor.errors import FrameError
 from harbor.keys import CLUSTER, OPERATOR, Credentials
 from harbor.transport import DeliverFn, DeliverPubFn, PeerDownFn, PeerInfo
 from harbor.wire import (
@@ -79,7 +79,7 @@ class IoLoop:
         timing: tuple[float, float, float],
         credentials: Credentials | None = None,
         policy: WirePolicy | None = None,
-        rebind_pub: Callable[[], zmq.Socket[bytes]] | None = None,
+        before_term: Callable[[], None] | None = None,
     ) -> None:
         # Immutable after __init__: identity, sockets, callbacks, limits.
         self.shared = shared
@@ -93,14 +93,13 @@ class IoLoop:
         self.max_frame = max_frame
         self.hb_interval, self.peer_timeout, self.join_grace = timing
         self.policy = policy
-        self.rebind_pub = rebind_pub
+        self.before_term = before_term  # closes other sockets of ctx (the ZAP handler's)
         # Mutable, I/O thread: the credentials in force and the User-Ids they allow (None:
         # no credentials). Replaced together by a "creds" command.
         self.creds = credentials
         self.user_ids = user_ids(credentials)
         # node id -> advertised key, for peers left out because their key is not allowed.
         self.untrusted: dict[int, str] = {}
-        self.pub_stale = False  # the PUB socket must be bound afresh (a key was revoked)
         # Mutable, all owned by the I/O thread (only it reads or writes them).
         # Invariant: members, by_monitor, by_push and by_pub_endpoint index exactly the
         # peers in self.peers (and their open sockets).
@@ -175,8 +174,6 @@ class IoLoop:
         self.flush_out(n_out)
         now = time.monotonic()
         if now >= self.next_hb:
-            if self.pub_stale:
-                self.fresh_pub()
             self.heartbeat(now)
             # Judge silence only on a drained SUB: a heartbeat may be waiting in it.
             if self.parked:
@@ -204,33 +201,12 @@ class IoLoop:
         elif op == "creds":
             self.creds = cmd[1]
             self.user_ids = user_ids(cmd[1])
-            self.fresh_pub()
         elif op == "sub" and cmd[1] not in self.topics:
             self.topics.add(cmd[1])
             self.sub.setsockopt(zmq.SUBSCRIBE, cmd[1])
         elif op == "unsub" and cmd[1] in self.topics:
             self.topics.discard(cmd[1])
             self.sub.setsockopt(zmq.UNSUBSCRIBE, cmd[1])
-
-    def fresh_pub(self) -> None:
-        """Bind the PUB socket afresh, so every subscriber handshakes again (revocation)."""
-        if self.rebind_pub is None:
-            return
-        self.pub.close(0)
-        # The old listener closes asynchronously: retry the bind a little.
-        for _ in range(50):
-            try:
-                self.pub = self.rebind_pub()
-            except HarborError:
-                time.sleep(0.01)
-                continue
-            self.pub_stale = False
-            return
-        # Still bound by the closing socket: keep a placeholder, retry at the next heartbeat.
-        self.pub = self.ctx.socket(zmq.PUB)
-        self.pub.setsockopt(zmq.LINGER, 0)
-        self.pub_stale = True
-        self.drops.drop("endpoint", 0, "cannot bind PUB again yet, retrying", 0)
 
     def apply_peers(self, new: dict[int, PeerInfo], untrusted: dict[int, str]) -> None:
         """Make the peer set ``new``: drop gone peers, reconnect replaced ones, add new ones.
@@ -380,7 +356,10 @@ class IoLoop:
         try:
             frame = decode_frame(data, self.max_frame, self.policy)
         except FrameError as exc:
-            self.drops.drop(exc.reason, head.src_node, exc.detail)
+            # A refused kind drops the whole frame (only a misbehaving member sends one):
+            # counted in messages, so the count says how much was lost.
+            n = head.n_messages if exc.reason == "kind" else 1
+            self.drops.drop(exc.reason, head.src_node, exc.detail, n)
             return
         self.counts["frames_in"] += 1
         self.counts["msgs_in"] += len(frame.messages)
@@ -568,4 +547,6 @@ class IoLoop:
         self.sub.disable_monitor()
         for s in (self.sub_mon, self.sub, self.pull, self.pub, self.wake_rx):
             s.close(0)
+        if self.before_term is not None:
+            self.before_term()
         self.ctx.term()

@@ -235,7 +235,7 @@ class ZmqTransport(Transport):
                 timing=self._timing,
                 credentials=self._creds,
                 policy=self._policy,
-                rebind_pub=lambda: self._bind_pub(ctx, pub_port),
+                before_term=auth.stop if auth is not None else None,
             )
             self._thread = threading.Thread(
                 target=loop.run, name=f"skymesh-harbor-{self.node_id}", daemon=True
@@ -261,18 +261,19 @@ class ZmqTransport(Transport):
         assert thread is not None
         if thread is not threading.current_thread():
             thread.join()
-        if self._auth is not None:  # after the context is terminated by the I/O thread
-            self._auth.stop()
 
     def reload_credentials(self, credentials: Credentials) -> None:
         """Use a new allow-list (e.g. ``creds.reload()`` after a key file was removed).
 
         From now on handshakes with removed keys fail, frames arriving on
         connections authenticated by a removed key are dropped ("revoked"),
-        peers whose key is no longer allowed are dropped from the peer set
-        (reported down, "untrusted"), and the PUB socket is bound afresh so
-        a revoked subscriber must handshake again (and fails). The node's own
-        key pair must stay the same. Thread-safe, never blocks.
+        and peers whose key is no longer allowed are dropped from the peer set
+        (reported down, "untrusted": this node's PUSH and SUB to them close).
+        Not cut: a revoked node's open subscription to this node's PUB (ZeroMQ
+        cannot drop one subscriber; binding PUB afresh would make every peer
+        see this node disconnect). It keeps receiving publications and
+        heartbeats until its connection drops. The node's own key pair must
+        stay the same. Thread-safe, never blocks.
         """
         if self._creds is None:
             raise ValueError("a transport started without credentials cannot load them")

@@ -170,9 +170,10 @@ def test_garbage_while_real_traffic_flows(make):
     assert b.wait(lambda: len(b.msgs) >= n)
     rounds = n // 2000
     expected = {r: rounds * len(fs) for r, fs in bad.items()}
-    assert b.wait(
-        lambda: all(b.t.stats()[f"drop_{r}"] == c for r, c in expected.items())
-    ), (b.t.stats(), expected)
+    assert b.wait(lambda: all(b.t.stats()[f"drop_{r}"] == c for r, c in expected.items())), (
+        b.t.stats(),
+        expected,
+    )
     assert [m[2] for _, _, m in b.msgs] == list(range(n))
     # Logged at most once per (peer, reason) per 10 s despite `rounds` drops each.
     assert len(b.logs) == len(bad), b.logs
