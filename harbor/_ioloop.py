@@ -14,7 +14,6 @@ only then are its messages decoded (with msgpack limits and the wire policy).
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -72,7 +71,7 @@ class IoLoop:
         node_id: int,
         incarnation: int,
         ctx: zmq.Context[zmq.Socket[bytes]],
-        sockets: tuple[zmq.Socket[bytes], zmq.Socket[bytes], zmq.Socket[bytes], zmq.Socket[bytes]],
+        sockets: tuple[zmq.Socket[bytes], zmq.Socket[bytes], zmq.Socket[bytes]],
         callbacks: tuple[DeliverFn, DeliverPubFn, PeerDownFn],
         droplog: DropLog,
         max_frame: int,
@@ -86,7 +85,7 @@ class IoLoop:
         self.node_id = node_id
         self.incarnation = incarnation
         self.ctx = ctx
-        self.pull, self.pub, self.sub, self.wake_rx = sockets
+        self.pull, self.pub, self.wake_rx = sockets
         self.deliver, self.deliver_pub, self.on_peer_down = callbacks
         self.drops = droplog
         self.counts = droplog.counts
@@ -101,8 +100,8 @@ class IoLoop:
         # node id -> advertised key, for peers left out because their key is not allowed.
         self.untrusted: dict[int, str] = {}
         # Mutable, all owned by the I/O thread (only it reads or writes them).
-        # Invariant: members, by_monitor, by_push and by_pub_endpoint index exactly the
-        # peers in self.peers (and their open sockets).
+        # Invariant: members, by_monitor, by_push and by_sub index exactly the peers in
+        # self.peers (and their open sockets).
         self.peers: dict[int, Peer] = {}  # node id -> peer, as last applied from set_peers
         self.members: dict[int, int] = {}  # node id -> incarnation
         # Frames from a node id not (yet) in the peer set, held up to join_grace: a node
@@ -112,15 +111,17 @@ class IoLoop:
         # sum); each is delivered or dropped once.
         self.parked: list[tuple[float, Header, bytes]] = []
         self.parked_bytes = 0
-        self.by_monitor: dict[zmq.Socket[bytes], Peer] = {}  # PUSH monitor socket -> peer
+        # PUSH or SUB monitor socket -> (peer, "push" | "sub")
+        self.by_monitor: dict[zmq.Socket[bytes], tuple[Peer, str]] = {}
         self.by_push: dict[zmq.Socket[bytes], Peer] = {}  # PUSH socket -> peer
-        self.by_pub_endpoint: dict[str, Peer] = {}  # SUB-connected endpoint -> peer
-        self.topics: set[bytes] = set()  # channel topics the SUB socket is subscribed to
+        # SUB socket -> peer: one SUB per peer, so a publication's sender is known by the
+        # socket it arrives on (one SUB for all would let a member speak as another).
+        self.by_sub: dict[zmq.Socket[bytes], Peer] = {}
+        self.topics: set[bytes] = set()  # channel topics every SUB socket is subscribed to
         self.hb_seq = 0  # sequence number of the last heartbeat published
         self.next_hb = 0.0  # monotonic time the next heartbeat is due
-        self.sub_mon = self.sub.get_monitor_socket(MONITOR_EVENTS)
         self.poller = zmq.Poller()
-        for s in (self.wake_rx, self.pull, self.sub, self.sub_mon):
+        for s in (self.wake_rx, self.pull):
             self.poller.register(s, zmq.POLLIN)
 
     # -- the loop -----------------------------------------------------------------------
@@ -158,10 +159,10 @@ class IoLoop:
                 self.on_frame(zf)
                 if time.monotonic() > budget_end:
                     break  # the rest is read next turn: poll reports PULL readable at once
-        if self.sub in events:
-            self.read_sub()
         for sock in events:
-            if sock is self.sub_mon or sock in self.by_monitor:
+            if sock in self.by_sub:
+                self.read_sub(self.by_sub[sock])
+            elif sock in self.by_monitor:
                 self.read_monitor(sock)
             elif sock in self.by_push:
                 self.flush_peer(self.by_push[sock])
@@ -178,7 +179,8 @@ class IoLoop:
             # Judge silence only on a drained SUB: a heartbeat may be waiting in it.
             if self.parked:
                 self.unpark(0, now - self.join_grace)
-            if self.read_sub():
+            drained = [self.read_sub(p) for p in list(self.by_sub.values())]  # read every one
+            if all(drained):
                 self.check_silence(time.monotonic())
 
     @staticmethod
@@ -203,10 +205,12 @@ class IoLoop:
             self.user_ids = user_ids(cmd[1])
         elif op == "sub" and cmd[1] not in self.topics:
             self.topics.add(cmd[1])
-            self.sub.setsockopt(zmq.SUBSCRIBE, cmd[1])
+            for sub in self.by_sub:
+                sub.setsockopt(zmq.SUBSCRIBE, cmd[1])
         elif op == "unsub" and cmd[1] in self.topics:
             self.topics.discard(cmd[1])
-            self.sub.setsockopt(zmq.UNSUBSCRIBE, cmd[1])
+            for sub in self.by_sub:
+                sub.setsockopt(zmq.UNSUBSCRIBE, cmd[1])
 
     def apply_peers(self, new: dict[int, PeerInfo], untrusted: dict[int, str]) -> None:
         """Make the peer set ``new``: drop gone peers, reconnect replaced ones, add new ones.
@@ -235,15 +239,31 @@ class IoLoop:
         self.peers[peer.node_id] = peer
         self.members[peer.node_id] = peer.info.incarnation
         self.unpark(peer.node_id)
-        try:
-            if self.creds is not None:
-                curve_client(self.sub, self.creds, peer.info.key)
-            self.sub.connect(peer.info.pub)
-        except zmq.ZMQError as exc:
-            self.drops.drop("endpoint", peer.node_id, f"{peer.info.pub}: {exc}")
-        else:
-            self.by_pub_endpoint[peer.info.pub] = peer
+        self.open_sub(peer)
         self.counts["peers"] = len(self.peers)
+
+    def open_sub(self, peer: Peer) -> None:
+        """Connect a SUB socket (and its monitor) to ``peer``'s PUB, with every topic."""
+        sub = self.ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RECONNECT_IVL, 100)
+        sub.setsockopt(zmq.MAXMSGSIZE, self.max_frame)
+        for topic in (HEARTBEAT_TOPIC, *self.topics):
+            sub.setsockopt(zmq.SUBSCRIBE, topic)
+        if self.creds is not None:
+            curve_client(sub, self.creds, peer.info.key)
+        try:
+            sub.connect(peer.info.pub)
+        except zmq.ZMQError as exc:
+            sub.close(0)
+            self.drops.drop("endpoint", peer.node_id, f"{peer.info.pub}: {exc}")
+            return
+        peer.sub = sub
+        peer.sub_mon = sub.get_monitor_socket(MONITOR_EVENTS)
+        self.by_sub[sub] = peer
+        self.by_monitor[peer.sub_mon] = (peer, "sub")
+        self.poller.register(sub, zmq.POLLIN)
+        self.poller.register(peer.sub_mon, zmq.POLLIN)
 
     def remove_peer(self, peer: Peer, reason: str) -> None:
         """Stop tracking ``peer``, reporting it down for ``reason`` unless reason is ""."""
@@ -253,11 +273,23 @@ class IoLoop:
         del self.peers[peer.node_id]
         del self.members[peer.node_id]
         self.shared.down.discard((peer.node_id, peer.info.incarnation))
-        if self.by_pub_endpoint.pop(peer.info.pub, None) is not None:
-            with contextlib.suppress(zmq.ZMQError):  # never connected: nothing to undo
-                self.sub.disconnect(peer.info.pub)
+        self.close_sub(peer)
         self.close_push(peer)
         self.counts["peers"] = len(self.peers)
+
+    def close_sub(self, peer: Peer) -> None:
+        """Close the peer's SUB socket and its monitor."""
+        if peer.sub is None:
+            return
+        assert peer.sub_mon is not None
+        self.by_monitor.pop(peer.sub_mon, None)
+        self.by_sub.pop(peer.sub, None)
+        for s in (peer.sub, peer.sub_mon):
+            self.poller.unregister(s)
+        peer.sub.disable_monitor()
+        peer.sub_mon.close(0)
+        peer.sub.close(0)
+        peer.sub = peer.sub_mon = None
 
     def close_push(self, peer: Peer) -> None:
         """Close the peer's PUSH socket and its monitor (queued frames are discarded)."""
@@ -368,24 +400,29 @@ class IoLoop:
         except Exception as exc:
             self.drops.drop("callback", frame.src_node, f"deliver raised {exc!r}")
 
-    def read_sub(self) -> bool:
-        """Handle queued publications; True if SUB was drained (silence can be judged)."""
+    def read_sub(self, peer: Peer) -> bool:
+        """Handle ``peer``'s queued publications; True if drained (silence can be judged)."""
         for _ in range(SUB_PER_TURN):
+            if peer.sub is None:  # closed by a callback's effect meanwhile
+                return True
             try:
-                parts = self.sub.recv_multipart(zmq.NOBLOCK)
+                parts = peer.sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return True
-            self.on_publication(parts)
+            self.on_publication(peer, parts)
         return False
 
-    def on_publication(self, parts: list[bytes]) -> None:
-        """Handle one publication or heartbeat; drop and count it if it is bad."""
+    def on_publication(self, peer: Peer, parts: list[bytes]) -> None:
+        """Handle one publication or heartbeat from ``peer``'s PUB; drop and count it if bad."""
         try:
             if len(parts) != 2:
                 raise FrameError("decode", f"{len(parts)} parts")
             pub = decode_publication(parts[0], parts[1], self.max_frame)
         except FrameError as exc:
-            self.drops.drop(exc.reason, 0, f"publication: {exc.detail}")
+            self.drops.drop(exc.reason, peer.node_id, f"publication: {exc.detail}")
+            return
+        if pub.src_node != peer.node_id:
+            self.drops.drop("impostor", pub.src_node, f"publication on node {peer.node_id}'s PUB")
             return
         if self.members.get(pub.src_node) != pub.src_incarnation:
             self.drops.drop("nonmember", pub.src_node, f"publication from {pub.src_incarnation}")
@@ -412,15 +449,15 @@ class IoLoop:
                 ev = recv_monitor_message(mon, zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if mon is self.sub_mon:
-                endpoint = ev["endpoint"].decode("utf-8", "replace")
-                peer = self.by_pub_endpoint.get(endpoint)
-                if peer is None:
-                    continue
-                was, peer.sub_connected = peer.sub_connected, ev["event"] == zmq.EVENT_CONNECTED
+            entry = self.by_monitor.get(mon)
+            if entry is None:  # its socket was closed meanwhile
+                return
+            peer, which = entry
+            connected = ev["event"] == zmq.EVENT_CONNECTED
+            if which == "sub":
+                was, peer.sub_connected = peer.sub_connected, connected
             else:
-                peer = self.by_monitor[mon]
-                was, peer.push_connected = peer.push_connected, ev["event"] == zmq.EVENT_CONNECTED
+                was, peer.push_connected = peer.push_connected, connected
             if was and ev["event"] == zmq.EVENT_DISCONNECTED:
                 self.report_down(peer, "disconnected")
 
@@ -496,7 +533,7 @@ class IoLoop:
         peer.push = push
         self.by_push[push] = peer
         peer.push_mon = push.get_monitor_socket(MONITOR_EVENTS)
-        self.by_monitor[peer.push_mon] = peer
+        self.by_monitor[peer.push_mon] = (peer, "push")
         self.poller.register(peer.push_mon, zmq.POLLIN)
 
     # -- timers -------------------------------------------------------------------------
@@ -540,12 +577,12 @@ class IoLoop:
         """Close every socket with linger 0 and terminate the context."""
         for peer in self.peers.values():
             self.close_push(peer)
+            self.close_sub(peer)
         with self.shared.wake_lock:
             if self.shared.wake_tx is not None:
                 self.shared.wake_tx.close(0)
                 self.shared.wake_tx = None
-        self.sub.disable_monitor()
-        for s in (self.sub_mon, self.sub, self.pull, self.pub, self.wake_rx):
+        for s in (self.pull, self.pub, self.wake_rx):
             s.close(0)
         if self.before_term is not None:
             self.before_term()

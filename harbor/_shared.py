@@ -69,6 +69,8 @@ class Peer:
     last_heard: float = 0.0  # monotonic time of the last heartbeat; 0 = never
     push: zmq.Socket[bytes] | None = None  # created on the first frame to this peer
     push_mon: zmq.Socket[bytes] | None = None
+    sub: zmq.Socket[bytes] | None = None  # connected to the peer's PUB when it is added
+    sub_mon: zmq.Socket[bytes] | None = None
     push_connected: bool = False
     sub_connected: bool = False
     # Invariant: on_peer_down is called at most once per (node_id, incarnation).

@@ -1,7 +1,7 @@
 """ZeroMQ implementation of :class:`harbor.transport.Transport`.
 
 Sockets: a bound PULL (actor frames in), a bound PUB (channels and heartbeats
-out), a PUSH per peer this node sends to, one SUB connected to every peer's
+out), a PUSH per peer this node sends to, a SUB per peer connected to its
 PUB, and an inproc PAIR to wake the I/O thread. All belong to one harbor I/O
 thread (:mod:`harbor._ioloop`) once ``start()`` returns.
 
@@ -55,7 +55,6 @@ from harbor.transport import (
 )
 from harbor.wire import (
     FRAME_OVERHEAD,
-    HEARTBEAT_TOPIC,
     WirePolicy,
     channel_topic,
     encode_message,
@@ -186,19 +185,17 @@ class ZmqTransport(Transport):
                     # missing (and ZAP_ENFORCE_DOMAIN refuses one that would).
                     auth = ZapAuthenticator(ctx, self._creds)
                     auth.start()
-                pull, sub = ctx.socket(zmq.PULL), ctx.socket(zmq.SUB)
+                pull = ctx.socket(zmq.PULL)
                 wake_rx, wake_tx = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
-                socks = [pull, sub, wake_rx, wake_tx]
+                socks = [pull, wake_rx, wake_tx]
                 for s in socks:
                     s.setsockopt(zmq.LINGER, 0)
-                # A frame over max_frame makes ZeroMQ drop the connection before buffering it.
-                for s in (pull, sub):
-                    s.setsockopt(zmq.MAXMSGSIZE, self._max_frame)
+                # A frame over max_frame makes ZeroMQ drop the connection before buffering it
+                # (the I/O thread sets the same on each peer's SUB socket).
+                pull.setsockopt(zmq.MAXMSGSIZE, self._max_frame)
                 pull.setsockopt(zmq.RCVHWM, RCVHWM)
                 if self._creds is not None:
                     curve_server(pull, self._creds, HARBOR_DOMAIN)
-                sub.setsockopt(zmq.RECONNECT_IVL, 100)
-                sub.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC)
                 pull_port = _bind(pull, self._bind_host, self._ports[0])
                 pub = self._bind_pub(ctx, self._ports[1])
                 socks.append(pub)
@@ -228,7 +225,7 @@ class ZmqTransport(Transport):
                 node_id=self.node_id,
                 incarnation=self.incarnation,
                 ctx=ctx,
-                sockets=(pull, pub, sub, wake_rx),
+                sockets=(pull, pub, wake_rx),
                 callbacks=(self._deliver, self._deliver_pub, self._on_peer_down),
                 droplog=self._drops,
                 max_frame=self._max_frame,

@@ -272,3 +272,33 @@ def make_plain() -> Iterator[Callable[..., Peer]]:
     yield _make
     for p in made:
         p.t.stop()
+
+
+def test_a_member_cannot_publish_or_heartbeat_as_another(secure, keydir):
+    a, b = secure(1), secure(2)
+    mesh(a, b)
+    b.t.subscribe("chat")
+    pub3, sec3 = _member_key(keydir, 3)
+    ctx = zmq.Context()
+    evil = ctx.socket(zmq.PUB)  # node 3's PUB, run by whoever holds node 3's key
+    evil.setsockopt(zmq.LINGER, 0)
+    evil.curve_server, evil.curve_secretkey = True, sec3.encode()
+    port = evil.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        b.t.set_peers(
+            {1: a.info(), 3: PeerInfo(301, "tcp://127.0.0.1:9", f"tcp://127.0.0.1:{port}")}
+        )
+        deadline = time.monotonic() + 10
+        while b.t.stats()["drop_impostor"] < 2:
+            assert time.monotonic() < deadline
+            evil.send_multipart([wire.HEARTBEAT_TOPIC, wire.encode_heartbeat(1, 101, 1)])
+            evil.send_multipart([b"chat\x00", wire.encode_publication(1, 101, 5, "forged")])
+            time.sleep(0.02)
+        while not b.pubs:  # the real node 1 still publishes
+            assert time.monotonic() < deadline
+            a.t.publish("chat", 5, "real")
+            time.sleep(0.02)
+        assert {p[3] for p in b.pubs} == {"real"}
+    finally:
+        evil.close(0)
+        ctx.term()
