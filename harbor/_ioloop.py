@@ -521,6 +521,9 @@ class IoLoop:
         push.setsockopt(zmq.LINGER, 0)
         push.setsockopt(zmq.SNDHWM, SNDHWM)
         push.setsockopt(zmq.RECONNECT_IVL, 100)
+        # Queue only on a completed connection: until then frames wait in our backlog,
+        # which is bounded in bytes (max_backlog), not in ZeroMQ's pipe.
+        push.setsockopt(zmq.IMMEDIATE, 1)
         if self.creds is not None:
             curve_client(push, self.creds, peer.info.key)
         try:

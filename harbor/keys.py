@@ -58,6 +58,7 @@ __all__ = [
     "generate",
     "load",
     "load_allowed",
+    "load_operator",
 ]
 
 CLUSTER: Final = "cluster"
@@ -211,10 +212,22 @@ def load(directory: str | os.PathLike[str], node_id: int | None) -> Credentials:
     accessible directory or secret file, a bad or mismatched key, or an own
     key that is not in the allow-list.
     """
-    root = Path(directory)
+    names = ([f"node-{node_id}"] if node_id is not None else []) + [CLUSTER]
+    return _load(Path(directory), names)
+
+
+def load_operator(directory: str | os.PathLike[str]) -> Credentials:
+    """Load the operator's credentials (``secret/operator.key_secret``), for the CLI/console.
+
+    Raises ``CredentialsError`` as :func:`load` does.
+    """
+    return _load(Path(directory), [OPERATOR])
+
+
+def _load(root: Path, names: list[str]) -> Credentials:
+    """Load the first of ``names`` that has a secret certificate (see :func:`load`)."""
     _check_private(root, "keys directory")
     _check_private(root / "secret", "secret directory")
-    names = ([f"node-{node_id}"] if node_id is not None else []) + [CLUSTER]
     for name in names:
         path = root / "secret" / f"{name}.key_secret"
         if path.exists():

@@ -114,3 +114,13 @@ def test_reload_sees_a_revoked_key(tmp_path):
     (d / "public" / "node-1.key").unlink()
     with pytest.raises(CredentialsError, match="own key"):
         fresh.reload()
+
+
+def test_operator_credentials_for_the_console(tmp_path):
+    d = hk.generate(tmp_path / "k", node_ids=[1])
+    op = hk.load_operator(d)
+    assert op.identity == hk.OPERATOR and op.allowed[op.public_key] == hk.OPERATOR
+    assert op.console_token == hk.load(d, 1).console_token
+    (d / "public" / "operator.key").unlink()
+    with pytest.raises(CredentialsError, match="not in the allow-list"):
+        hk.load_operator(d)

@@ -302,3 +302,36 @@ def test_a_member_cannot_publish_or_heartbeat_as_another(secure, keydir):
     finally:
         evil.close(0)
         ctx.term()
+
+
+def test_zap_authenticator_for_a_console_admits_only_the_operator(keydir):
+    from harbor.curve import ZapAuthenticator, curve_client, curve_server
+
+    node = hk.load(keydir, 1)
+    ctx = zmq.Context()
+    auth = ZapAuthenticator(ctx, node, domain="skymesh-console", admit={hk.OPERATOR})
+    auth.start()
+    server = ctx.socket(zmq.ROUTER)
+    server.setsockopt(zmq.LINGER, 0)
+    curve_server(server, node, "skymesh-console")
+    port = server.bind_to_random_port("tcp://127.0.0.1")
+    clients = []
+    try:
+        for creds in (hk.load_operator(keydir), hk.load(keydir, 2)):
+            c = ctx.socket(zmq.DEALER)
+            c.setsockopt(zmq.LINGER, 0)
+            curve_client(c, creds, node.public_key)
+            c.connect(f"tcp://127.0.0.1:{port}")
+            c.send(str(creds.identity).encode())
+            clients.append(c)
+        assert server.poll(5000)
+        frames = server.recv_multipart(copy=False)
+        assert frames[1].bytes == b"operator" and frames[1].get("User-Id") == "operator"
+        time.sleep(0.3)
+        assert server.poll(0) == 0  # node 2's key is not an operator: never delivered
+        assert auth.denied >= 1 and auth.admitted == 1
+    finally:
+        for s in (*clients, server):
+            s.close(0)
+        auth.stop()
+        ctx.term()
