@@ -26,6 +26,7 @@ SOCKET never come from another node; they are dropped and counted.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import socket
 import threading
@@ -33,8 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from harbor.errors import HarborError, PayloadError
+from harbor.errors import BacklogFull, HarborError, PayloadError
 from harbor.transport import PeerInfo
+from harbor.wire import WirePolicy
 
 from .address import node_of
 from .errors import NodeDown, Overloaded
@@ -42,15 +44,23 @@ from .message import CALL, ERR_NODE_DOWN, ERR_NOT_FOUND, ERR_OTHER, ERROR, REPLY
 
 if TYPE_CHECKING:
     from coord.api import NodeInfo
+    from harbor.keys import Credentials
     from harbor.transport import DeliverFn, DeliverPubFn, LogFn, PeerDownFn, Transport
 
     from ._coord_link import CoordLink
     from ._router import Router
 
-__all__ = ["REMOTE_EVENTS", "HarborLink", "HarborSettings", "TransportFactory", "free_port"]
+__all__ = [
+    "REMOTE_EVENTS", "WIRE_POLICY", "HarborLink", "HarborSettings", "TransportFactory",
+    "free_port",
+]
 
 REMOTE_EVENTS = frozenset({"kill", "monitor", "demonitor", "down"})
 """SYSTEM events another node may send."""
+
+WIRE_POLICY = WirePolicy(frozenset({SEND, CALL, REPLY, ERROR}), SYSTEM, REMOTE_EVENTS)
+"""What a transport accepts from the network for this node (checked in the harbor,
+before anything reaches the link; the link checks again)."""
 
 ControlFn = Callable[[str, int, int], None]  # (event, source, target) for kill/monitor/demonitor
 
@@ -74,6 +84,7 @@ class HarborSettings:
     pull_port: int = 0
     pub_port: int = 0
     factory: TransportFactory | None = None
+    credentials: Credentials | None = None  # CURVE on every harbor socket (keys_dir)
 
 
 def free_port(host: str) -> int:
@@ -125,8 +136,11 @@ class HarborLink:
             return {"pull": "inproc://pull", "pub": "inproc://pub"}
         pull = st.pull_port or free_port(st.bind)
         pub = st.pub_port or free_port(st.bind)
-        self._settings = HarborSettings(st.bind, st.advertise, pull, pub, None)
-        return {"pull": f"tcp://{st.advertise}:{pull}", "pub": f"tcp://{st.advertise}:{pub}"}
+        self._settings = HarborSettings(st.bind, st.advertise, pull, pub, None, st.credentials)
+        endpoints = {"pull": f"tcp://{st.advertise}:{pull}", "pub": f"tcp://{st.advertise}:{pub}"}
+        if st.credentials is not None:  # peers check it against the allow-list
+            endpoints["key"] = st.credentials.public_key
+        return endpoints
 
     def start(self, incarnation: int, log: LogFn) -> Transport:
         """Build and start the transport (ZeroMQ unless a factory was given), then give
@@ -141,6 +155,7 @@ class HarborLink:
                 nid, incarnation, self.deliver, self.deliver_pub, self.peer_down,
                 bind_host=st.bind, advertise_host=st.advertise if st.advertise != st.bind else None,
                 pull_port=st.pull_port, pub_port=st.pub_port, log=log,
+                credentials=st.credentials, wire_policy=WIRE_POLICY,
             )
         t.start()
         self.transport = t
@@ -249,6 +264,11 @@ class HarborLink:
         except PayloadError as exc:
             self.withdraw(dest, source, session)
             raise TypeError(f"message to node {nid} cannot be sent: {exc}") from exc
+        except BacklogFull as exc:
+            self.withdraw(dest, source, session)
+            self._router.count_drop("backlog-full")
+            if kind == CALL:
+                raise Overloaded(f"the send backlog to node {nid} is full ({exc})") from exc
         except HarborError as exc:
             if kind == CALL:
                 self.withdraw(dest, source, session)
@@ -315,7 +335,7 @@ class HarborLink:
         for nid, info in self._coord.coord.members().items():
             ep = info.endpoints
             if nid != self._router.node_id and "pull" in ep and "pub" in ep:
-                peers[nid] = PeerInfo(info.incarnation, ep["pull"], ep["pub"])
+                peers[nid] = PeerInfo(info.incarnation, ep["pull"], ep["pub"], ep.get("key", ""))
         t.set_peers(peers)
 
     def _member_changed(self, event: str, info: NodeInfo) -> None:
@@ -383,6 +403,21 @@ class HarborLink:
             channels = [c for c, subs in self._channels.items() if handle in subs]
         for channel in channels:
             self.unsubscribe(handle, channel)
+
+    def reload_credentials(self) -> bool:
+        """Re-read the keys directory (a key removed: that node is cut off). False
+        without credentials."""
+        creds = self._settings.credentials
+        t = self.transport
+        if creds is None or t is None:
+            return False
+        reload = getattr(t, "reload_credentials", None)  # the ZeroMQ transport's
+        if reload is None:
+            return False
+        fresh = creds.reload()
+        self._settings = dataclasses.replace(self._settings, credentials=fresh)
+        reload(fresh)
+        return True
 
     def stats(self) -> dict[str, Any]:
         """The transport's counters plus the link's own tables."""

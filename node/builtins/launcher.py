@@ -9,7 +9,6 @@ from .._unique import LAUNCHER_PREFIX
 from ..node import Node
 from ..service import Service, expose
 
-
 HOST_WAIT_TURNS = 100  # x 50 ms: how long a master waits for a unique spec to reach it
 
 
