@@ -16,6 +16,7 @@ from coord.api import (
     NodeInfo,
 )
 from coord.hashring import HashRing
+from coord.security import TlsFiles
 
 if TYPE_CHECKING:
     from coord.redis_lock import RedisLocks
@@ -26,7 +27,9 @@ T = TypeVar("T")
 class CoordBase(Coordinator):
     """Threads, listener fan-out and ``pick`` for a concrete backend."""
 
-    def __init__(self, name: str, redis_url: str | None, cluster: str) -> None:
+    def __init__(
+        self, name: str, redis_url: str | None, cluster: str, redis_tls: TlsFiles | None = None
+    ) -> None:
         self._notifier = SerialWorker(f"coord-{name}-notify")
         self._timer = Timer(f"coord-{name}-timer")
         self._pool = Pool(f"coord-{name}-pool")
@@ -38,7 +41,7 @@ class CoordBase(Coordinator):
         if redis_url is not None:
             from coord.redis_lock import RedisLocks
 
-            self._redis = RedisLocks(redis_url, cluster, self._notifier)
+            self._redis = RedisLocks(redis_url, cluster, self._notifier, redis_tls)
         self._info: NodeInfo | None = None
         self._stopped = False
 
@@ -97,6 +100,11 @@ class CoordBase(Coordinator):
         if self._redis is None:
             return None
         return self._redis.lock(key, ttl, wait, on_acquired, on_lost)
+
+    def _check_redis(self) -> None:
+        """At start: ``CoordAuthError`` if Redis refuses our credentials or TLS."""
+        if self._redis is not None:
+            self._redis.check()
 
     def _stop_common(self) -> None:
         """Stop Redis locks and coord's threads (after backend-specific cleanup)."""

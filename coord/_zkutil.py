@@ -7,8 +7,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from kazoo.exceptions import (
+    AuthFailedError,
     ConnectionLoss,
     KazooException,
+    NoAuthError,
     NoNodeError,
     OperationTimeoutError,
     SessionExpiredError,
@@ -16,7 +18,7 @@ from kazoo.exceptions import (
 from kazoo.handlers.threading import KazooTimeoutError
 
 from coord._runtime import SerialWorker, log
-from coord.errors import CoordError, CoordUnavailable
+from coord.errors import CoordAuthError, CoordError, CoordUnavailable
 
 __all__ = ["WatchedDir", "seq_of", "zk_errors"]
 
@@ -28,6 +30,13 @@ def zk_errors(what: str) -> Iterator[None]:
     """Translate kazoo exceptions raised inside the block into coord errors."""
     try:
         yield
+    except NoAuthError as exc:
+        raise CoordAuthError(
+            f"{what}: ZooKeeper denied access (NoAuth): zk_auth is missing "
+            "or is not the identity this cluster was created with"
+        ) from exc
+    except AuthFailedError as exc:
+        raise CoordAuthError(f"{what}: ZooKeeper rejected the zk_auth credentials") from exc
     except _UNAVAILABLE as exc:
         raise CoordUnavailable(f"{what}: ZooKeeper unavailable ({type(exc).__name__})") from exc
     except KazooException as exc:

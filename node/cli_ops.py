@@ -230,7 +230,10 @@ def _cluster_status(args: argparse.Namespace, cfg: Any, token: str | None) -> in
     from coord.observer import ClusterView
 
     try:
-        with ClusterView(cfg.zk_hosts, cfg.cluster, args.timeout) as view:
+        opts = cfg.coord_options()  # the node's own ZooKeeper identity and TLS
+        with ClusterView(
+            cfg.zk_hosts, cfg.cluster, args.timeout, auth=opts["zk_auth"], tls=opts["zk_tls"]
+        ) as view:
             members = view.members()
             master, epoch = view.master()
             names = view.names()

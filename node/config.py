@@ -7,6 +7,8 @@ Example file::
     workers = 2
     zk_hosts = "127.0.0.1:2181"
     redis_url = "redis://127.0.0.1:6379/0"
+    zk_auth = "digest:skymesh:secret"   # the cluster's ZooKeeper identity (ACLs)
+    zk_tls_ca = "/etc/skymesh/zk-ca.pem"   # and zk_tls_cert, zk_tls_key; redis_tls_* alike
 
     [[services]]
     class = "examples.hello:Hello"
@@ -14,7 +16,8 @@ Example file::
     name = ".hello"
 
 ``SKYMESH_WORKERS=4`` overrides ``workers``; ``SKYMESH_SERVICES`` takes a JSON
-list of service tables or ``"mod:Class,mod:Class"``.
+list of service tables or ``"mod:Class,mod:Class"``. Secrets (``zk_auth``,
+the password in ``redis_url``) are kept out of ``repr`` and never logged.
 """
 
 from __future__ import annotations
@@ -63,6 +66,13 @@ class NodeConfig:
     call_timeout: float = 10.0
     monitor_threshold: float = 5.0
     services: tuple[ServiceSpec, ...] = field(default_factory=tuple)
+    zk_auth: str | None = field(default=None, repr=False)  # "digest:user:password"
+    zk_tls_ca: str | None = None
+    zk_tls_cert: str | None = None
+    zk_tls_key: str | None = None
+    redis_tls_ca: str | None = None
+    redis_tls_cert: str | None = None
+    redis_tls_key: str | None = None
     # Batch weight per worker (-1 one message, 0 all, n a 1/2**n share); None: skynet's table.
     weights: tuple[int, ...] | None = None
 
@@ -71,11 +81,25 @@ class NodeConfig:
         """True when no ZooKeeper is configured: the embedded backend is used."""
         return self.zk_hosts is None
 
+    def coord_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``coord.connect``: ZooKeeper identity and TLS, Redis TLS."""
+        from coord import TlsFiles
+
+        def tls(ca: str | None, cert: str | None, key: str | None) -> TlsFiles | None:
+            return None if ca is cert is key is None else TlsFiles(ca, cert, key)
+
+        return {
+            "zk_auth": self.zk_auth,
+            "zk_tls": tls(self.zk_tls_ca, self.zk_tls_cert, self.zk_tls_key),
+            "redis_tls": tls(self.redis_tls_ca, self.redis_tls_cert, self.redis_tls_key),
+        }
+
 
 _INT = {"workers", "console_port", "pull_port", "pub_port"}
 _FLOAT = {"call_timeout", "monitor_threshold", "session_timeout"}
 _STR = {"cluster", "bind", "advertise", "zk_hosts", "redis_url", "log_file", "log_level",
-        "console_token", "console_bind"}  # fmt: skip
+        "console_token", "console_bind", "zk_auth", "zk_tls_ca", "zk_tls_cert", "zk_tls_key",
+        "redis_tls_ca", "redis_tls_cert", "redis_tls_key"}  # fmt: skip
 _KEYS = {f.name for f in fields(NodeConfig)}
 
 
@@ -141,9 +165,24 @@ def _validate(raw: dict[str, Any]) -> NodeConfig:
     if out.get("log_level", "info") not in ("debug", "info", "warning", "error"):
         level = out["log_level"]
         raise ConfigError(f"log_level must be debug, info, warning or error, got {level!r}")
+    _check_security(out)
     if "workers" in out and out["workers"] > 256:
         raise ConfigError(f"workers must be at most 256, got {out['workers']}")
     return NodeConfig(**out)
+
+
+def _check_security(out: dict[str, Any]) -> None:
+    """``zk_auth`` well formed (the message never shows the secret); certs come with keys."""
+    from coord import ZkAuth
+
+    if out.get("zk_auth"):
+        try:
+            ZkAuth.parse(out["zk_auth"])
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    for svc in ("zk", "redis"):
+        if (out.get(f"{svc}_tls_cert") is None) != (out.get(f"{svc}_tls_key") is None):
+            raise ConfigError(f"{svc}_tls_cert and {svc}_tls_key must be given together")
 
 
 def _weights(value: Any) -> tuple[int, ...]:

@@ -85,6 +85,7 @@ class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
         console_token: str | None = None,
         console_bind: str = "127.0.0.1",
         weights: tuple[int, ...] | None = None,
+        coord_options: dict[str, Any] | None = None,
     ) -> None:
         import coord
 
@@ -107,7 +108,8 @@ class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
         self._log_level = log_level
         self._init_routing()
         self._init_cluster(
-            coordinator or coord.connect(zk_hosts, redis_url, cluster, session_timeout)
+            coordinator
+            or coord.connect(zk_hosts, redis_url, cluster, session_timeout, **(coord_options or {}))
         )
         self._requested_id: int | None = node_id
         self._clustered = zk_hosts is not None or (
@@ -165,6 +167,7 @@ class Node(_routing.Routing, _cluster.Cluster, _remote.Remote):
             console_token=cfg.console_token,
             console_bind=cfg.console_bind,
             weights=cfg.weights,
+            coord_options=cfg.coord_options(),
             call_timeout=cfg.call_timeout,
             monitor_threshold=cfg.monitor_threshold,
             log_file=cfg.log_file,
