@@ -27,6 +27,12 @@ from coord.security import TlsFiles
 __all__ = ["SentinelUrl", "make_client", "parse_sentinel_url", "redis_failure"]
 
 _TIMEOUTS: dict[str, Any] = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
+# redis-py retries a failed connection up to 10 times (and AuthenticationError
+# counts as a connection error); through Sentinels that nests into half a
+# minute before a wrong password is reported. The lock engine retries on its own
+# schedule, so a call here retries briefly and reports.
+_RETRIES = 2
+_RETRY_CAP = 0.2
 _TLS_PARAMS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 _SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
 
@@ -104,11 +110,19 @@ def _tls_kwargs(tls: bool, params: dict[str, str], files: TlsFiles | None) -> di
 def make_client(url: str, tls: TlsFiles | None = None) -> Any:
     """A ``redis.Redis`` for ``url`` (plain, TLS or sentinel); ``ValueError`` if malformed."""
     import redis
+    from redis.backoff import ExponentialWithJitterBackoff
+    from redis.retry import Retry
     from redis.sentinel import Sentinel
 
+    retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=_RETRY_CAP), _RETRIES)
     if url.startswith(_SENTINEL_SCHEMES):
         s = parse_sentinel_url(url)
-        conn: dict[str, Any] = {"username": s.username, "password": s.password, **_TIMEOUTS}
+        conn: dict[str, Any] = {
+            "username": s.username,
+            "password": s.password,
+            "retry": retry,
+            **_TIMEOUTS,
+        }
         conn.update(_tls_kwargs(s.tls, dict(s.tls_params), tls))
         # The same identity and TLS for the sentinels as for the master.
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
@@ -119,7 +133,7 @@ def make_client(url: str, tls: TlsFiles | None = None) -> Any:
         raise ValueError(f"unsupported Redis URL scheme in {url.partition(':')[0]!r}")
     extra = _tls_kwargs(url.startswith("rediss://"), {}, tls)
     extra.pop("ssl", None)  # from_url picks the TLS connection class from the scheme
-    return redis.Redis.from_url(url, **_TIMEOUTS, **extra)
+    return redis.Redis.from_url(url, retry=retry, **_TIMEOUTS, **extra)
 
 
 _AUTH_WORDS = ("AuthenticationError", "WRONGPASS", "NOAUTH", "invalid username-password")
