@@ -156,7 +156,7 @@ def redis_failure(exc: BaseException) -> str | None:
         if isinstance(seen, NoPermissionError):
             return f"permission denied ({seen})"
         if isinstance(seen, ssl.SSLError):
-            return f"TLS handshake failed ({seen.reason or seen})"
+            return f"TLS handshake failed ({getattr(seen, 'reason', None) or seen})"
         text.append(str(seen))
         seen = seen.__cause__ or seen.__context__
     joined = " ".join(text)

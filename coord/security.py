@@ -15,6 +15,7 @@ signs the server, and optionally a client certificate and key).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -69,11 +70,17 @@ class ZkAuth:
         return [make_acl("sasl", self.user, all=True)]
 
     def kazoo_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``KazooClient`` that authenticate every session."""
+        """Keyword arguments for ``KazooClient`` that authenticate every session.
+
+        ``ValueError`` for ``sasl`` without the ``pure-sasl`` package.
+        """
         kw: dict[str, Any] = {"default_acl": self.acl()}
         if self.scheme == "digest":
             kw["auth_data"] = [("digest", f"{self.user}:{self.password}")]
         else:
+            # kazoo's SASL needs pure-sasl and would only say so inside its connection loop.
+            if importlib.util.find_spec("puresasl") is None:
+                raise ValueError("zk_auth 'sasl:' needs the pure-sasl package")
             kw["sasl_options"] = {
                 "mechanism": "DIGEST-MD5",
                 "username": self.user,
@@ -114,8 +121,9 @@ def probe_tls(hosts: str, tls: TlsFiles, timeout: float = 3.0) -> None:
                 with contextlib.suppress(TimeoutError):
                     conn.recv(1)
         except ssl.SSLError as exc:
+            why = getattr(exc, "reason", None) or exc
             raise CoordAuthError(
-                f"TLS handshake with ZooKeeper {addr[0]}:{addr[1]} failed: {exc.reason or exc}"
+                f"TLS handshake with ZooKeeper {addr[0]}:{addr[1]} failed: {why}"
             ) from exc
         except OSError:
             continue

@@ -56,7 +56,7 @@ class NodeConfig:
     pull_port: int = 0  # harbor PULL port (0: any free port)
     pub_port: int = 0  # harbor PUB port (0: any free port)
     zk_hosts: str | None = None
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may carry a password
     session_timeout: float = 10.0
     console_port: int | None = None
     console_token: str | None = None
@@ -177,7 +177,7 @@ def _check_security(out: dict[str, Any]) -> None:
 
     if out.get("zk_auth"):
         try:
-            ZkAuth.parse(out["zk_auth"])
+            ZkAuth.parse(out["zk_auth"]).kazoo_kwargs()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     for svc in ("zk", "redis"):

@@ -49,9 +49,10 @@ def test_join_over_tls_with_digest(zk_tls: str, pki: Pki) -> None:
         with ClusterView(zk_tls, "tlsdemo", auth=AUTH, tls=_files(pki)) as view:
             assert list(view.members()) == [1]
             assert view.names() == {"svc": 0x100}
-        with pytest.raises(coord.CoordAuthError), ClusterView(
-            zk_tls, "tlsdemo", tls=_files(pki)
-        ) as view:
+        with (
+            pytest.raises(coord.CoordAuthError),
+            ClusterView(zk_tls, "tlsdemo", tls=_files(pki)) as view,
+        ):
             view.members()  # TLS alone is not the cluster identity
     finally:
         c.stop()
@@ -60,8 +61,9 @@ def test_join_over_tls_with_digest(zk_tls: str, pki: Pki) -> None:
 @pytest.mark.parametrize("attack", ["stranger_ca", "no_client_cert"])
 def test_tls_refusal_names_the_handshake(zk_tls: str, pki: Pki, attack: str) -> None:
     files = _files(pki, ca=pki.other_ca) if attack == "stranger_ca" else _files(pki, cert=False)
-    with pytest.raises(coord.CoordAuthError, match="TLS handshake with ZooKeeper"), ClusterView(
-        zk_tls, "tlsdemo", 2.0, auth=AUTH, tls=files
+    with (
+        pytest.raises(coord.CoordAuthError, match="TLS handshake with ZooKeeper"),
+        ClusterView(zk_tls, "tlsdemo", 2.0, auth=AUTH, tls=files),
     ):
         pass
     c = coord.connect(zk_tls, None, "tlsdemo", 4.0, zk_auth=AUTH, zk_tls=files)

@@ -90,7 +90,7 @@ def redis_server(d: Path, conf: str, ping: Callable[[], bool]) -> Server:
     """``redis-server`` (or a Sentinel when ``conf`` says so) from config text in ``d``."""
     d.mkdir(parents=True, exist_ok=True)
     path = d / "redis.conf"
-    path.write_text(f"bind 127.0.0.1\ndir {d}\nsave \"\"\nappendonly no\n{conf}")
+    path.write_text(f'bind 127.0.0.1\ndir {d}\nsave ""\nappendonly no\n{conf}')
     sentinel = "sentinel monitor" in conf
     srv = Server(["redis-server", str(path), *(["--sentinel"] if sentinel else [])], d / "log")
     wait_until(ping, 30, f"redis in {d}", srv.proc, srv.log)
