@@ -265,3 +265,33 @@ def test_sentinel_over_tls(tls_sentinel: int, pki: Pki, cluster: str) -> None:
     _lock_round(f"{url}?{q}", cluster)
     stranger = coord.TlsFiles(str(pki.other_ca), str(pki.client_cert), str(pki.client_key))
     _refused(url, cluster, "TLS handshake failed", redis_tls=stranger)
+
+
+def test_node_with_wrong_redis_password_prints_one_line(
+    servers: dict[str, str], locked_redis: int, cluster: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SKYMESH_")}
+    env.update(
+        PYTHONPATH=str(root),
+        SKYMESH_ZK_HOSTS=servers["zk"],
+        SKYMESH_CLUSTER=cluster,
+        SKYMESH_REDIS_URL=f"redis://skymesh:not-{USER_PW}@127.0.0.1:{locked_redis}/0",
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "node.cli", "node"],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 1
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, p.stderr
+    assert "cannot join cluster" in lines[0] and "authentication failed" in lines[0]
+    assert USER_PW not in p.stdout + p.stderr

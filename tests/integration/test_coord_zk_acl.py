@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from coord_helpers import take, wait_for
 from kazoo.client import KazooClient
-from kazoo.exceptions import NoAuthError
+from kazoo.exceptions import NoAuthError, NotEmptyError
 from kazoo.security import make_digest_acl
 
 import coord
@@ -240,3 +240,62 @@ def test_cluster_view_and_cli_authenticate(servers, cluster, secured):
     assert denied.returncode == 1 and "denied access" in denied.stderr
     status = cli("status", auth=None)
     assert status.returncode != 0 and "denied access" in status.stderr
+
+
+def test_shared_parent_lets_other_clusters_in_but_not_into_this_one(servers, cluster):
+    """In a fresh chroot the secured cluster creates ``/skymesh`` itself."""
+    chroot = f"/{cluster}-chroot"
+    admin = _kazoo(servers["zk"])
+    admin.create(chroot)
+    hosts = servers["zk"] + chroot
+    made: list[Any] = []
+    try:
+        secured = coord.connect(hosts, None, "sec", 4.0, zk_auth=AUTH)
+        made.append(secured)
+        secured.start(1, "localhost", 1, {})
+        open_one = coord.connect(hosts, None, "open", 4.0)  # another cluster, no identity
+        made.append(open_one)
+        open_one.start(1, "localhost", 1, {})
+        assert list(open_one.members()) == [1]
+        zk = _kazoo(hosts)
+        try:
+            with pytest.raises(NoAuthError):
+                zk.get_children("/skymesh")  # cluster names are not listed to strangers
+            with pytest.raises(NotEmptyError):
+                zk.delete("/skymesh/sec")  # a live cluster root cannot be removed
+            with pytest.raises(NoAuthError):
+                zk.get("/skymesh/sec/nodes/1")
+            zk.create("/skymesh/squat")  # an empty root can be made and removed ...
+            zk.delete("/skymesh/squat")
+        finally:
+            zk.stop()
+            zk.close()
+        assert list(secured.members()) == [1]
+    finally:
+        for c in made:
+            c.stop()
+        owner = _kazoo(servers["zk"], AUTH)
+        try:
+            owner.delete(chroot, recursive=True)
+        finally:
+            owner.stop()
+            owner.close()
+        admin.stop()
+        admin.close()
+
+
+def test_squatted_root_is_refused(servers, cluster):
+    """Someone made our cluster root first, open to all: the node refuses to use it."""
+    zk = _kazoo(servers["zk"])
+    try:
+        zk.ensure_path(f"/skymesh/{cluster}")
+        c = coord.connect(servers["zk"], None, cluster, 4.0, zk_auth=AUTH)
+        try:
+            with pytest.raises(coord.CoordAuthError, match=f"/skymesh/{cluster} has ACL world"):
+                c.start(1, "localhost", 1, {})
+        finally:
+            c.stop()
+    finally:
+        zk.delete(f"/skymesh/{cluster}", recursive=True)
+        zk.stop()
+        zk.close()

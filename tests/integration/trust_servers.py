@@ -137,3 +137,41 @@ def zookeeper_tls(d: Path, pki: Pki) -> tuple[Server, int]:
 
     wait_until(listening, 60, "ZooKeeper with TLS", srv.proc, srv.log)
     return srv, port
+
+
+def zookeeper_sasl(d: Path, users: dict[str, str]) -> tuple[Server, int]:
+    """A standalone ZooKeeper that authenticates clients with SASL DIGEST-MD5 (JAAS users)."""
+    d.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    jaas = d / "jaas.conf"
+    entries = "\n".join(f'    user_{u}="{p}"' for u, p in users.items())
+    jaas.write_text(
+        "Server {\n    org.apache.zookeeper.server.auth.DigestLoginModule required\n"
+        f"{entries};\n}};\n"
+    )
+    conf = d / "zoo.cfg"
+    conf.write_text(
+        f"tickTime=500\nminSessionTimeout=1000\ndataDir={d / 'data'}\n"
+        f"clientPort={port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n"
+        "authProvider.1=org.apache.zookeeper.server.auth.SASLAuthenticationProvider\n"
+        "4lw.commands.whitelist=ruok\n"
+    )
+    cp = ":".join(str(Path("/usr/share/java") / j) for j in ZK_JARS
+                  if (Path("/usr/share/java") / j).exists())  # fmt: skip
+    srv = Server(
+        ["java", "-Xmx128m", "-XX:+UseSerialGC", "-Dzookeeper.jmx.log4j.disable=true",
+         f"-Djava.security.auth.login.config={jaas}",
+         "-cp", cp, "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(conf)],
+        d / "zookeeper.log",
+    )  # fmt: skip
+
+    def ruok() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.5) as s:
+                s.sendall(b"ruok")
+                return s.recv(4) == b"imok"
+        except OSError:
+            return False
+
+    wait_until(ruok, 60, "ZooKeeper with SASL", srv.proc, srv.log)
+    return srv, port
