@@ -183,6 +183,11 @@ def _check_security(out: dict[str, Any]) -> None:
     for svc in ("zk", "redis"):
         if (out.get(f"{svc}_tls_cert") is None) != (out.get(f"{svc}_tls_key") is None):
             raise ConfigError(f"{svc}_tls_cert and {svc}_tls_key must be given together")
+    url = out.get("redis_url") or ""
+    tls_keys = [k for k in ("redis_tls_ca", "redis_tls_cert", "redis_tls_key") if out.get(k)]
+    if tls_keys and url and not url.startswith(("rediss://", "rediss+sentinel://")):
+        # Never ignore a TLS setting silently: the URL must ask for TLS too.
+        raise ConfigError(f"{tls_keys[0]} needs a rediss:// or rediss+sentinel:// redis_url")
 
 
 def _weights(value: Any) -> tuple[int, ...]:

@@ -29,8 +29,11 @@ def test_bad_zk_auth_is_refused_without_echoing_it(bad: str) -> None:
     assert "pw" not in str(info.value) or bad == "ip:1.2.3.4:x"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("puresasl") is not None, reason="pure-sasl present")
-def test_sasl_without_pure_sasl_is_a_clear_error() -> None:
+def test_sasl_without_pure_sasl_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "puresasl" else real(name, *a)
+    )
     with pytest.raises(ValueError, match="pure-sasl"):
         coord.ZkAuth.parse("sasl:u:p").kazoo_kwargs()
 
@@ -101,7 +104,7 @@ def test_node_config_security_keys_from_env() -> None:
         env={
             "SKYMESH_ZK_AUTH": "digest:n:secret-pw",
             "SKYMESH_ZK_TLS_CA": "/ca.pem",
-            "SKYMESH_REDIS_URL": "redis://:redis-pw@h/0",
+            "SKYMESH_REDIS_URL": "rediss://:redis-pw@h/0",
             "SKYMESH_REDIS_TLS_CA": "/rca.pem",
             "SKYMESH_REDIS_TLS_CERT": "/rc.pem",
             "SKYMESH_REDIS_TLS_KEY": "/rk.pem",
@@ -126,6 +129,7 @@ def test_node_config_security_keys_from_env() -> None:
         ({"zk_auth": "plain:u:secret-pw"}, "must start with"),
         ({"zk_tls_cert": "/c.pem"}, "zk_tls_cert and zk_tls_key"),
         ({"redis_tls_key": "/k.pem"}, "redis_tls_cert and redis_tls_key"),
+        ({"redis_tls_ca": "/ca.pem", "redis_url": "redis://:secret-pw@h/0"}, "needs a rediss"),
     ],
 )
 def test_bad_security_config_is_one_clear_error(raw: dict[str, str], message: str) -> None:
