@@ -22,6 +22,7 @@ from coord.api import (
     NodeInfo,
 )
 from coord.errors import (
+    CoordAuthError,
     CoordError,
     CoordUnavailable,
     LockLost,
@@ -31,10 +32,12 @@ from coord.errors import (
     NodeIdTaken,
 )
 from coord.hashring import HashRing
+from coord.security import TlsFiles, ZkAuth
 
 __all__ = [
     "AcquiredCallback",
     "BaseListener",
+    "CoordAuthError",
     "CoordError",
     "CoordListener",
     "CoordUnavailable",
@@ -50,6 +53,8 @@ __all__ = [
     "NameTaken",
     "NodeIdTaken",
     "NodeInfo",
+    "TlsFiles",
+    "ZkAuth",
     "connect",
 ]
 
@@ -59,6 +64,10 @@ def connect(
     redis_url: str | None,
     cluster: str,
     session_timeout: float = 10.0,
+    *,
+    zk_auth: ZkAuth | str | None = None,
+    zk_tls: TlsFiles | None = None,
+    redis_tls: TlsFiles | None = None,
 ) -> Coordinator:
     """Make a coordinator (not started yet: call ``start``).
 
@@ -66,12 +75,25 @@ def connect(
     still used when ``redis_url`` is set); otherwise ZooKeeper at
     ``zk_hosts`` with the tree under ``/skymesh/<cluster>/``. ``redis_url``
     (``redis://`` or ``redis+sentinel://``) enables ``backend="redis"`` locks.
-    Raises ``ValueError`` for a malformed URL or cluster name.
+    ``zk_auth`` (``digest:user:password``) makes every znode of the cluster
+    readable and writable by that identity only; ``zk_tls`` and ``redis_tls``
+    turn TLS on with those PEM files (``rediss://`` URLs use TLS too).
+    Raises ``ValueError`` for a malformed URL, cluster name or ``zk_auth``.
     """
+    if isinstance(zk_auth, str):
+        zk_auth = ZkAuth.parse(zk_auth)
     if zk_hosts is None:
         from coord.embedded import EmbeddedCoordinator
 
-        return EmbeddedCoordinator(redis_url, cluster)
+        return EmbeddedCoordinator(redis_url, cluster, redis_tls=redis_tls)
     from coord.zk import ZkCoordinator
 
-    return ZkCoordinator(zk_hosts, redis_url, cluster, session_timeout)
+    return ZkCoordinator(
+        zk_hosts,
+        redis_url,
+        cluster,
+        session_timeout,
+        auth=zk_auth,
+        tls=zk_tls,
+        redis_tls=redis_tls,
+    )

@@ -17,6 +17,7 @@ from coord.api import (
     NodeInfo,
 )
 from coord.hashring import HashRing
+from coord.security import TlsFiles
 
 if TYPE_CHECKING:
     from coord.redis_lock import RedisLocks
@@ -33,7 +34,9 @@ def check_name(name: str) -> None:
 class CoordBase(Coordinator):
     """Threads, listener fan-out and ``pick`` for a concrete backend."""
 
-    def __init__(self, name: str, redis_url: str | None, cluster: str) -> None:
+    def __init__(
+        self, name: str, redis_url: str | None, cluster: str, redis_tls: TlsFiles | None = None
+    ) -> None:
         self._notifier = SerialWorker(f"coord-{name}-notify")
         self._timer = Timer(f"coord-{name}-timer")
         self._pool = Pool(f"coord-{name}-pool")
@@ -45,7 +48,7 @@ class CoordBase(Coordinator):
         if redis_url is not None:
             from coord.redis_lock import RedisLocks
 
-            self._redis = RedisLocks(redis_url, cluster, self._notifier)
+            self._redis = RedisLocks(redis_url, cluster, self._notifier, redis_tls)
         self._info: NodeInfo | None = None
         self._stopped = False
 
@@ -131,6 +134,11 @@ class CoordBase(Coordinator):
         on_lost: LostCallback,
     ) -> LockRequest:
         """A ``"redis"`` lock asked for with no Redis URL configured."""
+
+    def _check_redis(self) -> None:
+        """At start: ``CoordAuthError`` if Redis refuses our credentials or TLS."""
+        if self._redis is not None:
+            self._redis.check()
 
     def _stop_common(self) -> None:
         """Stop Redis locks and coord's threads (after backend-specific cleanup)."""

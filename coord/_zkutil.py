@@ -8,8 +8,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from kazoo.exceptions import (
+    AuthFailedError,
     ConnectionLoss,
     KazooException,
+    NoAuthError,
     NoNodeError,
     OperationTimeoutError,
     SessionExpiredError,
@@ -17,7 +19,7 @@ from kazoo.exceptions import (
 from kazoo.handlers.threading import KazooTimeoutError
 
 from coord._runtime import SerialWorker, Timer, TimerHandle, log
-from coord.errors import CoordError, CoordUnavailable
+from coord.errors import CoordAuthError, CoordError, CoordUnavailable
 
 __all__ = ["RefreshRetry", "WatchedDir", "seq_of", "session_id", "zk_errors"]
 
@@ -29,6 +31,13 @@ def zk_errors(what: str) -> Iterator[None]:
     """Translate kazoo exceptions raised inside the block into coord errors."""
     try:
         yield
+    except NoAuthError as exc:
+        raise CoordAuthError(
+            f"{what}: ZooKeeper denied access (NoAuth): zk_auth is missing "
+            "or is not the identity this cluster was created with"
+        ) from exc
+    except AuthFailedError as exc:
+        raise CoordAuthError(f"{what}: ZooKeeper rejected the zk_auth credentials") from exc
     except _UNAVAILABLE as exc:
         raise CoordUnavailable(f"{what}: ZooKeeper unavailable ({type(exc).__name__})") from exc
     except KazooException as exc:

@@ -24,6 +24,7 @@ from coord._base import CoordBase
 from coord._memlock import MemLocks
 from coord.api import AcquiredCallback, Health, LockRequest, LostCallback, NodeInfo
 from coord.errors import CoordUnavailable, NameNotFound, NameTaken
+from coord.security import TlsFiles
 
 __all__ = ["EmbeddedCoordinator"]
 
@@ -31,9 +32,14 @@ __all__ = ["EmbeddedCoordinator"]
 class EmbeddedCoordinator(CoordBase):
     """In-process coordination for one standalone node."""
 
-    def __init__(self, redis_url: str | None = None, cluster: str = "standalone") -> None:
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        cluster: str = "standalone",
+        redis_tls: TlsFiles | None = None,
+    ) -> None:
         """Create; ``redis_url`` makes ``backend="redis"`` locks use Redis."""
-        super().__init__("embedded", redis_url, cluster)
+        super().__init__("embedded", redis_url, cluster, redis_tls)
         self._cond = threading.Condition()
         self._names: dict[str, int] = {}
         self._groups: dict[str, set[int]] = {}
@@ -48,6 +54,7 @@ class EmbeddedCoordinator(CoordBase):
         """Become the only member (id 1 when ``node_id`` is None) and the master."""
         if self._stopped:
             raise CoordUnavailable("coordinator is stopped")
+        self._check_redis()
         self._info = NodeInfo(node_id or 1, time.time_ns(), host, pid, dict(endpoints))
         self._health = Health.CONNECTED
         self._emit("on_health", Health.CONNECTED)

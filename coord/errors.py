@@ -5,6 +5,7 @@ kazoo and redis-py are translated at the boundary (``raise X(...) from exc``)::
 
     CoordError
     ├── CoordUnavailable   not connected, session suspended or lost, server down
+    │   └── CoordAuthError credentials missing or rejected, or the TLS handshake failed
     ├── NameTaken          a global name is held by another live handle
     ├── NameNotFound       wait_name() timed out
     ├── NodeIdTaken        a live node already uses this node id
@@ -15,6 +16,7 @@ kazoo and redis-py are translated at the boundary (``raise X(...) from exc``)::
 from __future__ import annotations
 
 __all__ = [
+    "CoordAuthError",
     "CoordError",
     "CoordUnavailable",
     "LockLost",
@@ -31,6 +33,13 @@ class CoordError(Exception):
 
 class CoordUnavailable(CoordError):
     """The coordination service cannot be reached, or the session is not usable."""
+
+
+class CoordAuthError(CoordUnavailable):
+    """ZooKeeper or Redis refused us: wrong or missing credentials, or TLS failed.
+
+    Retrying does not help; the message names the server and the cause.
+    """
 
 
 class NameTaken(CoordError):

@@ -6,9 +6,9 @@ election, no names. Layout read: ``/skymesh/<cluster>/`` with ``nodes/<id>``
 ``config/<key>`` (JSON), ``election/n-*`` (candidate node ids, lowest first)
 and ``epoch``.
 
-Example::
+A cluster created with ``zk_auth`` is read with the same identity (and TLS)::
 
-    with ClusterView("127.0.0.1:2181", "demo") as view:
+    with ClusterView("127.0.0.1:2181", "demo", auth=ZkAuth.parse("digest:u:p")) as view:
         print(view.members(), view.master())
 """
 
@@ -18,9 +18,10 @@ import json
 from types import TracebackType
 from typing import Any, Self
 
-from coord._zkutil import seq_of
+from coord._zkutil import seq_of, zk_errors
 from coord.api import NodeInfo
 from coord.errors import CoordUnavailable
+from coord.security import TlsFiles, ZkAuth, probe_tls, zk_client_kwargs
 
 __all__ = ["ClusterView"]
 
@@ -28,14 +29,27 @@ __all__ = ["ClusterView"]
 class ClusterView:
     """Reads (and, for config, writes) a cluster's ZooKeeper tree without joining it.
 
-    Raises ``CoordUnavailable`` when ZooKeeper cannot be reached.
+    Raises ``CoordUnavailable`` when ZooKeeper cannot be reached, and its
+    subclass ``CoordAuthError`` when ZooKeeper refuses ``auth`` or TLS fails.
     """
 
-    def __init__(self, zk_hosts: str, cluster: str, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        zk_hosts: str,
+        cluster: str,
+        timeout: float = 5.0,
+        *,
+        auth: ZkAuth | str | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
         from kazoo.client import KazooClient
 
+        if isinstance(auth, str):
+            auth = ZkAuth.parse(auth)
         self.root = f"/skymesh/{cluster}"
-        self._zk = KazooClient(hosts=zk_hosts, timeout=timeout)
+        self._hosts = zk_hosts
+        self._tls = tls
+        self._zk = KazooClient(hosts=zk_hosts, timeout=timeout, **zk_client_kwargs(auth, tls))
         self._timeout = timeout
 
     def __enter__(self) -> Self:
@@ -53,6 +67,8 @@ class ClusterView:
             self._zk.start(self._timeout)
         except Exception as exc:
             self._zk.close()
+            if self._tls is not None:
+                probe_tls(self._hosts, self._tls)  # names a TLS failure, if that was it
             raise CoordUnavailable(f"cannot reach ZooKeeper: {exc}") from exc
 
     def close(self) -> None:
@@ -63,25 +79,23 @@ class ClusterView:
             self._zk.close()
 
     def _children(self, path: str) -> list[str]:
-        from kazoo.exceptions import KazooException, NoNodeError
+        from kazoo.exceptions import NoNodeError
 
-        try:
-            return list(self._zk.get_children(f"{self.root}/{path}"))
-        except NoNodeError:
-            return []
-        except KazooException as exc:
-            raise CoordUnavailable(f"reading {path}: {exc}") from exc
+        with zk_errors(f"reading {path}"):
+            try:
+                return list(self._zk.get_children(f"{self.root}/{path}"))
+            except NoNodeError:
+                return []
 
     def _get(self, path: str) -> bytes | None:
-        from kazoo.exceptions import KazooException, NoNodeError
+        from kazoo.exceptions import NoNodeError
 
-        try:
-            data, _ = self._zk.get(f"{self.root}/{path}")
-            return bytes(data) if data is not None else None
-        except NoNodeError:
-            return None
-        except KazooException as exc:
-            raise CoordUnavailable(f"reading {path}: {exc}") from exc
+        with zk_errors(f"reading {path}"):
+            try:
+                data, _ = self._zk.get(f"{self.root}/{path}")
+            except NoNodeError:
+                return None
+        return bytes(data) if data is not None else None
 
     def members(self) -> dict[int, NodeInfo]:
         """Live nodes by id."""
@@ -150,16 +164,12 @@ class ClusterView:
 
     def config_set(self, key: str, value: Any) -> None:
         """Store a JSON value under ``key``; every node watching it is told."""
-        from kazoo.exceptions import KazooException
-
         if not key or "/" in key:
             raise ValueError(f"invalid config key {key!r}")
         data = json.dumps(value).encode()
         path = f"{self.root}/config/{key}"
-        try:
+        with zk_errors(f"config_set({key!r})"):
             if self._zk.exists(path):
                 self._zk.set(path, data)
-            else:
+            else:  # created with the client's default_acl: the cluster identity's
                 self._zk.create(path, data, makepath=True)
-        except KazooException as exc:
-            raise CoordUnavailable(f"config_set({key!r}): {exc}") from exc

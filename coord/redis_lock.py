@@ -12,6 +12,11 @@ Only the queue head may take a free lease, which makes waiting FIFO. Release
 and renewal compare the token in Lua. Releases publish the key on one channel
 per cluster; waiters retry on that notice, and on a jittered timer as the
 fallback. One engine thread drives every request and renewal of this process.
+
+Credentials and TLS come with the URL (see :mod:`coord._redis_url`). A refusal
+that retrying cannot cure (wrong password, an ACL user without rights on these
+keys, a failed TLS handshake) fails the request at once with
+``CoordAuthError`` naming the cause, instead of retrying until ``wait`` ends.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ import time
 from functools import partial
 from typing import Any
 
-from coord._redis_url import make_client
+from coord._redis_url import make_client, redis_failure
 from coord._runtime import SerialWorker, log
 from coord.api import AcquiredCallback, Held, LockRequest, LostCallback
-from coord.errors import CoordUnavailable, LockTimeout
+from coord.errors import CoordAuthError, CoordError, CoordUnavailable, LockTimeout
+from coord.security import TlsFiles
 
 __all__ = ["RedisLocks"]
 
@@ -140,9 +146,11 @@ class _RedisRequest(LockRequest):
 class RedisLocks:
     """Every Redis lock of one coordinator: one engine and one pub/sub thread."""
 
-    def __init__(self, url: str, cluster: str, notifier: SerialWorker) -> None:
+    def __init__(
+        self, url: str, cluster: str, notifier: SerialWorker, tls: TlsFiles | None = None
+    ) -> None:
         """Connect lazily to ``url``; ``ValueError`` if the URL is malformed."""
-        self._r = make_client(url)
+        self._r = make_client(url, tls)
         self._prefix = f"skymesh:{cluster}:lock:"
         self._channel = f"skymesh:{cluster}:lock-released"
         self._notifier = notifier
@@ -161,6 +169,20 @@ class RedisLocks:
         )
         self._engine.start()
         self._subscriber.start()
+
+    def check(self) -> None:
+        """One PING: ``CoordAuthError`` if Redis refuses our credentials or TLS.
+
+        Any other failure (Redis down, a failover under way) is only logged:
+        locks retry, and a node may start before its Redis.
+        """
+        try:
+            self._r.ping()
+        except Exception as exc:
+            cause = redis_failure(exc)
+            if cause is not None:
+                raise CoordAuthError(f"Redis refused this node: {cause}") from None
+            log.warning("coord: Redis not reachable yet (%s); locks will retry", exc)
 
     def _keys(self, key: str) -> list[str]:
         p = self._prefix + key
@@ -299,6 +321,10 @@ class RedisLocks:
                 )
             )
         except Exception as exc:
+            cause = redis_failure(exc)
+            if cause is not None:
+                self._fail(req, CoordAuthError(f"redis lock {req.key!r}: {cause}"))
+                return
             log.warning("coord: redis lock %r attempt failed: %s", req.key, exc)
             fence = 0
         with self._cond:
@@ -322,6 +348,16 @@ class RedisLocks:
                 self._notifier.post(lambda: req.on_acquired(held))
                 return
         self.release(held)  # acquired after cancel: give it back at once
+
+    def _fail(self, req: _RedisRequest, exc: CoordError) -> None:
+        """End a waiting request with ``exc`` (retrying would not help)."""
+        with self._cond:
+            if req.state != "waiting":
+                return
+            req.state = "done"
+            self._waiting.remove(req)
+        log.error("coord: %s", exc)
+        self._notifier.post(lambda: req.on_acquired(exc))
 
     def _renew(self, held: _RedisHeld) -> None:
         t0 = time.monotonic()

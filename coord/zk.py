@@ -5,6 +5,9 @@ Tree under ``/skymesh/<cluster>/``: ``nodes/<id>``, ``names/<name>``,
 ``locks/<key>/lock-*``, plus ``ids/`` and ``incarnations/`` (sequence
 counters). Redis locks come from :mod:`coord.redis_lock` when a URL is given.
 
+With ``auth`` every session authenticates and every znode of the cluster gets
+the cluster identity's ACL (see :mod:`coord._zkacl`).
+
 Threads: kazoo's own; ``coord-zk`` (serial: cache refreshes and session
 handling); the notifier (listener callbacks); the timer; the pool.
 kazoo's state listener only sets flags and posts work, it never blocks.
@@ -26,9 +29,11 @@ from kazoo.retry import KazooRetry
 from coord._base import CoordBase, check_name
 from coord._runtime import SerialWorker, log
 from coord._session import SessionGate
+from coord._zkacl import ensure_tree
 from coord._zkutil import Items, WatchedDir, seq_of, session_id, zk_errors
 from coord.api import AcquiredCallback, Health, LockRequest, LostCallback, NodeInfo
 from coord.errors import CoordUnavailable
+from coord.security import TlsFiles, ZkAuth, probe_tls, zk_client_kwargs
 from coord.zk_config import ZkConfig
 from coord.zk_election import ZkElection
 from coord.zk_join import claim_node_id
@@ -49,16 +54,28 @@ class ZkCoordinator(CoordBase):
     """Cluster coordination on ZooKeeper (kazoo), with optional Redis locks."""
 
     def __init__(
-        self, zk_hosts: str, redis_url: str | None, cluster: str, session_timeout: float = 10.0
+        self,
+        zk_hosts: str,
+        redis_url: str | None,
+        cluster: str,
+        session_timeout: float = 10.0,
+        *,
+        auth: ZkAuth | None = None,
+        tls: TlsFiles | None = None,
+        redis_tls: TlsFiles | None = None,
     ) -> None:
         """Prepare (no I/O yet); :meth:`start` connects."""
         check_name(cluster)
-        super().__init__("zk", redis_url, cluster)
+        super().__init__("zk", redis_url, cluster, redis_tls)
         self._root = f"/skymesh/{cluster}"
+        self._hosts = zk_hosts
+        self._auth = auth
+        self._tls = tls
         self._client = KazooClient(
             hosts=zk_hosts,
             timeout=session_timeout,
             connection_retry=KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0),
+            **zk_client_kwargs(auth, tls),
         )
         self._worker = SerialWorker("coord-zk")
         # Health, and blocking calls that wait through SUSPENDED up to the session timeout.
@@ -149,13 +166,19 @@ class ZkCoordinator(CoordBase):
         if self._started or self._stopped:
             raise CoordUnavailable("start() may be called once")
         self._started = True
-        with zk_errors("connecting to ZooKeeper"):
-            self._client.start(timeout=15)
+        try:
+            with zk_errors("connecting to ZooKeeper"):
+                self._client.start(timeout=15)
+        except CoordUnavailable:
+            if self._tls is not None:
+                probe_tls(self._hosts, self._tls)  # names a TLS failure, if that was it
+            raise
         self._gate.set(Health.CONNECTED)
         # Listening before joining lets the join ride out a connection drop (issue 15);
         # until _info is set, _on_state only updates the gate.
         self._client.add_listener(self._on_state)
         try:
+            self._check_redis()
             info = self._gate.run(
                 "joining the cluster",
                 lambda check: self._join(check, node_id, host, pid, endpoints),
@@ -193,8 +216,7 @@ class ZkCoordinator(CoordBase):
                 if stat is not None and stat.ephemeralOwner == sid:
                     self._client.delete(self._tentative)
                 self._tentative = None
-            for d in _DIRS:
-                self._client.ensure_path(f"{self._root}/{d}")
+            ensure_tree(self._client, self._root, _DIRS, self._auth)
             incarnation = self._sequence("incarnations") + 1
             if node_id is not None:
                 info = NodeInfo(node_id, incarnation, host, pid, dict(endpoints))

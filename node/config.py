@@ -7,6 +7,8 @@ Example file::
     workers = 2
     zk_hosts = "127.0.0.1:2181"
     redis_url = "redis://127.0.0.1:6379/0"
+    zk_auth = "digest:skymesh:secret"   # the cluster's ZooKeeper identity (ACLs)
+    zk_tls_ca = "/etc/skymesh/zk-ca.pem"   # and zk_tls_cert, zk_tls_key; redis_tls_* alike
 
     [[services]]
     class = "examples.hello:Hello"
@@ -14,7 +16,8 @@ Example file::
     name = ".hello"
 
 ``SKYMESH_WORKERS=4`` overrides ``workers``; ``SKYMESH_SERVICES`` takes a JSON
-list of service tables or ``"mod:Class,mod:Class"``.
+list of service tables or ``"mod:Class,mod:Class"``. Secrets (``zk_auth``,
+the password in ``redis_url``) are kept out of ``repr`` and never logged.
 
 A misspelt key is an error, in the file and in the environment alike: any
 ``SKYMESH_*`` variable that is neither ``SKYMESH_<KEY>`` for a key here nor in
@@ -25,6 +28,7 @@ naming the nearest known name, so a typo in a setting never silently leaves it o
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import os
 import tomllib
@@ -35,7 +39,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["ENV_NOT_CONFIG", "NodeConfig", "ServiceSpec", "load_config"]
+__all__ = ["ENV_NOT_CONFIG", "NodeConfig", "ServiceSpec", "is_loopback", "load_config"]
 
 # SKYMESH_* variables that are not node settings: read by scripts/servers.sh, the
 # compose files and deploy/ (image names), deploy/build-images.sh and the e2e tests.
@@ -69,7 +73,7 @@ class NodeConfig:
     pull_port: int = 0  # harbor PULL port (0: any free port)
     pub_port: int = 0  # harbor PUB port (0: any free port)
     zk_hosts: str | None = None
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may carry a password
     session_timeout: float = 10.0
     console_port: int | None = None
     console_token: str | None = None  # read from console_token_file (never from argv)
@@ -81,11 +85,20 @@ class NodeConfig:
     call_timeout: float = 10.0
     monitor_threshold: float = 5.0
     services: tuple[ServiceSpec, ...] = field(default_factory=tuple)
+    zk_auth: str | None = field(default=None, repr=False)  # "digest:user:password"
+    zk_tls_ca: str | None = None
+    zk_tls_cert: str | None = None
+    zk_tls_key: str | None = None
+    redis_tls_ca: str | None = None
+    redis_tls_cert: str | None = None
+    redis_tls_key: str | None = None
     # Batch weight per worker (-1 one message, 0 all, n a 1/2**n share); None: skynet's table.
     weights: tuple[int, ...] | None = None
     offload_threads: int = 4  # the pool behind Service.offload
     mailbox_limit: int = 0  # default per-service mailbox bound (0: unbounded, like skynet)
     send_tracebacks: bool = False  # remote callers get a handler's traceback too
+    keys_dir: str | None = None  # cluster credentials (skymesh keys init): CURVE on the harbor
+    insecure: bool = False  # allow a non-loopback harbor without keys (logged at start)
     on_session_lost: str = "serve"  # or "isolate": refuse cluster traffic until rejoined
 
     @property
@@ -93,13 +106,27 @@ class NodeConfig:
         """True when no ZooKeeper is configured: the embedded backend is used."""
         return self.zk_hosts is None
 
+    def coord_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``coord.connect``: ZooKeeper identity and TLS, Redis TLS."""
+        from coord import TlsFiles
+
+        def tls(ca: str | None, cert: str | None, key: str | None) -> TlsFiles | None:
+            return None if ca is cert is key is None else TlsFiles(ca, cert, key)
+
+        return {
+            "zk_auth": self.zk_auth,
+            "zk_tls": tls(self.zk_tls_ca, self.zk_tls_cert, self.zk_tls_key),
+            "redis_tls": tls(self.redis_tls_ca, self.redis_tls_cert, self.redis_tls_key),
+        }
+
 
 _INT = {"workers", "console_port", "pull_port", "pub_port", "offload_threads", "mailbox_limit"}
 _FLOAT = {"call_timeout", "monitor_threshold", "session_timeout"}
 _STR = {"cluster", "bind", "advertise", "zk_hosts", "redis_url", "log_file", "log_level",
         "console_token", "console_bind", "on_session_lost", "log_format",
-        "console_token_file"}  # fmt: skip
-_BOOL = {"send_tracebacks"}
+        "console_token_file", "zk_auth", "zk_tls_ca", "zk_tls_cert", "zk_tls_key",
+        "redis_tls_ca", "redis_tls_cert", "redis_tls_key", "keys_dir"}  # fmt: skip
+_BOOL = {"send_tracebacks", "insecure"}
 _KEYS = {f.name for f in fields(NodeConfig)}
 
 
@@ -196,9 +223,29 @@ def _validate(raw: dict[str, Any]) -> NodeConfig:
     if out.get("on_session_lost", "serve") not in ("serve", "isolate"):
         got = out["on_session_lost"]
         raise ConfigError(f"on_session_lost must be serve or isolate, got {got!r}")
+    _check_security(out)
     if "workers" in out and out["workers"] > 256:
         raise ConfigError(f"workers must be at most 256, got {out['workers']}")
     return NodeConfig(**out)
+
+
+def _check_security(out: dict[str, Any]) -> None:
+    """``zk_auth`` well formed (the message never shows the secret); certs come with keys."""
+    from coord import ZkAuth
+
+    if out.get("zk_auth"):
+        try:
+            ZkAuth.parse(out["zk_auth"]).kazoo_kwargs()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    for svc in ("zk", "redis"):
+        if (out.get(f"{svc}_tls_cert") is None) != (out.get(f"{svc}_tls_key") is None):
+            raise ConfigError(f"{svc}_tls_cert and {svc}_tls_key must be given together")
+    url = out.get("redis_url") or ""
+    tls_keys = [k for k in ("redis_tls_ca", "redis_tls_cert", "redis_tls_key") if out.get(k)]
+    if tls_keys and url and not url.startswith(("rediss://", "rediss+sentinel://")):
+        # Never ignore a TLS setting silently: the URL must ask for TLS too.
+        raise ConfigError(f"{tls_keys[0]} needs a rediss:// or rediss+sentinel:// redis_url")
 
 
 def _weights(value: Any) -> tuple[int, ...]:
@@ -266,3 +313,13 @@ def _bool(key: str, value: Any) -> bool:
     if text in ("false", "0", "no", "off"):
         return False
     raise ConfigError(f"{key} must be true or false, got {value!r}")
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ``::1`` and ``localhost``: reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

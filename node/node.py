@@ -38,11 +38,12 @@ from ._router import Router
 from ._sockets.api import Sockets
 from ._unique import Uniques
 from .address import format_handle
+from .config import is_loopback
 from .core.faults import exception_from
 from .core.scheduler import Scheduler
 from .core.timer import TimerThread
 from .core.watchdog import Watchdog
-from .errors import CallTimeout, Interrupted
+from .errors import CallTimeout, ConfigError, Interrupted
 from .message import CALL, REPLY, SEND, SYSTEM, TIMER
 from .service import Service
 
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from coord.api import Coordinator, Held, NodeInfo
+    from harbor.keys import Credentials
 
     from .address import Dest
     from .config import NodeConfig
@@ -116,6 +118,9 @@ class Node:
         mailbox_limit: int = 0,
         send_tracebacks: bool = False,
         on_session_lost: str = "serve",
+        coord_options: dict[str, Any] | None = None,
+        keys_dir: str | None = None,
+        insecure: bool = False,
     ) -> None:
         self.node_id = node_id
         self.incarnation = time.time_ns()
@@ -124,9 +129,20 @@ class Node:
         self.profile = profile
         self._requested_id: int | None = node_id
         self._log_args = (log_file, log_level, log_format)
+        creds = _credentials(keys_dir, node_id or None)
+        if creds is not None and console_token is None:
+            console_token = creds.console_token or None
         self._console = (console_port, console_token, console_bind)
+        clustered = zk_hosts is not None or transport is not None or (
+            coordinator is not None and coordinator.clustered
+        )
+        self._insecure_warning = _check_exposure(
+            clustered and transport is None, creds, insecure, (bind, advertise or bind)
+        )
         self._console_host = advertise or bind
-        self.coord = coordinator or coord.connect(zk_hosts, redis_url, cluster, session_timeout)
+        self.coord = coordinator or coord.connect(
+            zk_hosts, redis_url, cluster, session_timeout, **(coord_options or {})
+        )
         self._clustered = self.coord.clustered or transport is not None
 
         # The parts, bottom up: core, router, lifecycle, links, names, monitors, uniques.
@@ -139,7 +155,7 @@ class Node:
         life = self._life = Lifecycle(router, self._timer, call_timeout, Service, self._bind)
         self._coord_link = CoordLink(self.coord, router)
         self._harbor = HarborLink(router, self._coord_link, HarborSettings(
-            bind, advertise or bind, pull_port, pub_port, transport,
+            bind, advertise or bind, pull_port, pub_port, transport, creds,
         ))
         self._names = Names(router, self._coord_link)
         self._monitors = Monitors(router, self._harbor)
@@ -213,6 +229,7 @@ class Node:
             mailbox_limit=cfg.mailbox_limit, send_tracebacks=cfg.send_tracebacks,
             monitor_threshold=cfg.monitor_threshold, log_file=cfg.log_file,
             log_level=cfg.log_level, log_format=cfg.log_format,
+            coord_options=cfg.coord_options(), keys_dir=cfg.keys_dir, insecure=cfg.insecure,
         )
         node.start()
         try:
@@ -249,6 +266,8 @@ class Node:
         self._life.logger = self.newservice(LOGGER, *self._log_args, name=".logger")
         self._builtin.add(self._life.logger)
         self._builtin.add(self.newservice(LAUNCHER, name=".launcher"))
+        if self._insecure_warning:
+            self._life.log(0, "warning", self._insecure_warning)
         port, token, bind = self._console
         if port is not None:
             self._builtin.add(self.newservice(CONSOLE, bind, port, token, name=".console"))
@@ -503,6 +522,36 @@ class Node:
 
     def _report_stuck(self, handle: int, text: str) -> None:
         self._life.log(handle, "warning", text)
+
+
+def _credentials(keys_dir: str | None, node_id: int | None) -> Credentials | None:
+    """The node's CURVE credentials from ``keys_dir`` (``ConfigError`` if unusable)."""
+    if keys_dir is None:
+        return None
+    from harbor.errors import CredentialsError
+    from harbor.keys import load
+
+    try:
+        return load(keys_dir, node_id)
+    except CredentialsError as exc:
+        raise ConfigError(f"keys_dir {keys_dir}: {exc}") from exc
+
+
+def _check_exposure(
+    harbor: bool, creds: Credentials | None, insecure: bool, hosts: tuple[str, str]
+) -> str | None:
+    """Refuse a harbor reachable off loopback without keys, unless ``insecure``; then
+    return the warning to log at start."""
+    exposed = [h for h in hosts if not is_loopback(h)]
+    if not harbor or creds is not None or not exposed:
+        return None
+    if not insecure:
+        raise ConfigError(
+            f"the harbor binds/advertises {exposed[0]} without keys: set keys_dir "
+            "(skymesh keys init DIR) or insecure = true"
+        )
+    return (f"INSECURE: the harbor on {exposed[0]} has no keys: anyone who reaches it "
+            "can act as a cluster member (insecure = true)")
 
 
 def _ignoring_reason(forget: Callable[[int], None]) -> Callable[[int, str], None]:

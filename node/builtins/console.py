@@ -18,7 +18,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import hmac
-import ipaddress
 import json
 import secrets
 import shlex
@@ -27,6 +26,7 @@ import time
 from typing import Any
 
 from ..address import format_handle
+from ..config import is_loopback
 from ..errors import CallError, CallFailed, ReloadError
 from ..node import Node
 from ..service import expose
@@ -59,16 +59,6 @@ HELP = (
 )
 RATE_EVERY = 1.0  # seconds between samples of messages handled
 AUTH_DEADLINE = 5.0  # seconds a session may take to authenticate
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def server_proof(token: str, client_nonce: str, server_nonce: str) -> str:

@@ -115,6 +115,9 @@ def _run_node(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         node = Node.from_config(cfg)
+    except ConfigError as exc:  # keys_dir unusable, a harbor exposed without keys, ...
+        print(f"skymesh: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except ServiceStartError as exc:
         print(f"skymesh: a service failed to start: {exc}\n{exc.remote_traceback}", file=sys.stderr)
         return 1

@@ -48,7 +48,8 @@ def _view(config_file: str | None) -> tuple[Any, Any] | int:
         print("skymesh: no zk_hosts configured (SKYMESH_ZK_HOSTS): nothing to read",
               file=sys.stderr)
         return 2
-    return cfg, ClusterView(cfg.zk_hosts, cfg.cluster)
+    opts = cfg.coord_options()  # the node's own ZooKeeper identity and TLS
+    return cfg, ClusterView(cfg.zk_hosts, cfg.cluster, auth=opts["zk_auth"], tls=opts["zk_tls"])
 
 
 def _health(args: argparse.Namespace) -> int:

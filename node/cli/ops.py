@@ -33,8 +33,10 @@ EXIT_FAIL, EXIT_USAGE = 1, 2
 def add_commands(sub: Any) -> None:
     """Add the operator subcommands to the ``skymesh`` parser's subparsers."""
     from . import cluster as cli_cluster
+    from . import keys as cli_keys
 
     cli_cluster.add_commands(sub)
+    cli_keys.add_commands(sub)
 
     c = sub.add_parser("console", help="the debug console of a node (interactive or -c CMD)")
     _console_args(c)
@@ -70,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
     from . import cluster as cli_cluster
 
     done = cli_cluster.run(args)
+    if done is None:
+        from . import keys as cli_keys
+
+        done = cli_keys.run(args)
     if done is not None:
         return done
     if args.command in ("console", "call", "status", "reload"):
@@ -267,7 +273,10 @@ def _cluster_status(args: argparse.Namespace, cfg: Any, token: str | None) -> in
     from coord.observer import ClusterView
 
     try:
-        with ClusterView(cfg.zk_hosts, cfg.cluster, args.timeout) as view:
+        opts = cfg.coord_options()  # the node's own ZooKeeper identity and TLS
+        with ClusterView(
+            cfg.zk_hosts, cfg.cluster, args.timeout, auth=opts["zk_auth"], tls=opts["zk_tls"]
+        ) as view:
             members = view.members()
             master, epoch = view.master()
             names = view.names()

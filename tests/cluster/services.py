@@ -109,3 +109,34 @@ class Singleton(Service):
     @expose
     def where(self):
         return node_of(self.handle)
+
+
+class Target(Service):
+    """What the trust tests attack: counts handler runs and starts, sleeps on request."""
+
+    async def on_start(self, name: str | None = None) -> None:
+        self.hits = 0
+        self.starts = getattr(self, "starts", 0) + 1
+        self.woke = 0
+        self.socket_data = 0
+        if name:
+            await self.register(name)
+
+    @expose
+    def hit(self):
+        self.hits += 1
+        return self.hits
+
+    @expose
+    def state(self):
+        return {"hits": self.hits, "starts": self.starts, "woke": self.woke,
+                "socket": self.socket_data, "pid": os.getpid()}
+
+    @expose
+    async def nap(self, seconds):
+        await self.sleep(seconds)
+        self.woke += 1
+        return "rested"
+
+    def on_socket_data(self, sock_id, data):
+        self.socket_data += 1
