@@ -35,12 +35,14 @@ from .errors import (
 )
 from .node import Node
 from .service import Service, expose
+from .supervisor import ChildSpec, Supervisor
 
 __all__ = [
     "Agent",
     "CallError",
     "CallFailed",
     "CallTimeout",
+    "ChildSpec",
     "ConfigError",
     "Gate",
     "Group",
@@ -57,6 +59,7 @@ __all__ = [
     "ServiceStartError",
     "SkymeshError",
     "SocketError",
+    "Supervisor",
     "TransportFactory",
     "expose",
     "format_handle",

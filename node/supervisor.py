@@ -1,0 +1,495 @@
+"""Supervision: a service that starts children, watches them and restarts them.
+
+A :class:`Supervisor` is an ordinary service (Erlang/OTP's supervisor, Akka's
+supervision with backoff). It learns of a child's end only through
+``monitor`` → ``on_down(handle, reason)``, like any other service would.
+
+What each ``on_down`` reason means for a ``transient`` child (restarted only
+after an *abnormal* end; OTP treats ``normal`` and ``shutdown`` as normal)::
+
+    "exit"          the child called exit() itself              normal
+    "stop"          its node is shutting down (Node.stop)        normal
+    "kill"          someone killed it (kill(), the console)      abnormal
+    "start failed"  it was killed before its on_start finished   abnormal
+    "nodedown"      its node died or left the cluster            abnormal
+    "noproc"        it was gone before the watch was set         abnormal (unknown end)
+
+A ``permanent`` child is restarted after any end, a ``temporary`` one never.
+A local child that ends with ``"stop"`` is never restarted: only
+``Node.stop`` sends it, and it stops the supervisor too.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .address import format_handle, node_of
+from .errors import NodeDown
+from .service import Service, expose
+
+__all__ = ["ChildSpec", "Supervisor"]
+
+RESTARTS = ("permanent", "transient", "temporary")
+STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
+NORMAL_ENDS = frozenset({"exit", "stop"})
+
+
+@dataclass(frozen=True)
+class _Options:
+    """A supervisor's settings (the ``options`` dict of ``on_start``)."""
+
+    strategy: str = "one_for_one"  # which children restart with a failed one
+    intensity: int = 3  # max restarts within period before the supervisor gives up
+    period: float = 5.0  # seconds of the intensity window
+    backoff_base: float = 0.05  # seconds before a child's first restart
+    backoff_factor: float = 2.0  # growth of the delay per consecutive restart of a child
+    backoff_max: float = 5.0  # cap of the delay
+    jitter: float = 0.2  # each delay is scaled by a random factor in [1-jitter, 1+jitter]
+    reset_after: float | None = None  # a child that ran this long restarts at backoff_base
+    name_wait: float = 30.0  # seconds to wait for a global name's old holder to let go
+
+
+_POLL = 0.02  # seconds between looks at a child being stopped or a name being freed
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """How to start, name, place and restart one child of a :class:`Supervisor`.
+
+    ``cls`` is a Service class or ``"module:Class"`` (a remote ``node`` only
+    starts classes it allows: ``node.launchable`` or its config ``services``).
+    ``name``: a node-local ``".name"`` is given at spawn; a global name is
+    one the child registers itself in ``on_start``, which the supervisor waits
+    to see released by the previous instance before a restart. ``restart``:
+    ``permanent | transient | temporary``. ``node``: place the child on that
+    node (``None``: the supervisor's). ``shutdown``: seconds to wait for the
+    child to end when the supervisor stops it.
+
+    Example::
+
+        ChildSpec("game.rooms:Rooms", args=(8,), name="rooms", restart="transient", node=2)
+
+    The dict form (for config and for crossing nodes) uses the same keys,
+    with ``"class"`` for ``cls``: ``{"class": "game.rooms:Rooms", "args": [8]}``.
+    """
+
+    cls: type[Service] | str
+    args: tuple[Any, ...] = ()
+    id: str | None = None
+    name: str | None = None
+    restart: str = "permanent"
+    node: int | None = None
+    shutdown: float = 5.0
+
+    @classmethod
+    def of(cls, value: ChildSpec | Mapping[str, Any]) -> ChildSpec:
+        """A spec as is, or built from its dict form; raises ``ValueError``/``TypeError``."""
+        if isinstance(value, ChildSpec):
+            spec = value
+        elif isinstance(value, Mapping):
+            unknown = set(value) - {"class", "args", "id", "name", "restart", "node", "shutdown"}
+            if unknown or "class" not in value:
+                raise ValueError(f"child spec {dict(value)!r}: needs 'class'; unknown {unknown}")
+            spec = ChildSpec(
+                value["class"], tuple(value.get("args", ())), value.get("id"), value.get("name"),
+                value.get("restart", "permanent"), value.get("node"), value.get("shutdown", 5.0),
+            )
+        else:
+            raise TypeError(f"not a child spec: {value!r}")
+        spec.check()
+        return spec
+
+    def check(self) -> None:
+        """Raise ``ValueError``/``TypeError`` if a field is malformed."""
+        if isinstance(self.cls, str):
+            if ":" not in self.cls:
+                raise ValueError(f"child class {self.cls!r} must look like 'module:Class'")
+        elif not (isinstance(self.cls, type) and issubclass(self.cls, Service)):
+            raise TypeError(f"child class {self.cls!r} is not a Service subclass")
+        if self.restart not in RESTARTS:
+            raise ValueError(f"restart must be one of {RESTARTS}, not {self.restart!r}")
+        if self.node is not None and (isinstance(self.node, bool) or not isinstance(self.node, int)
+                                      or self.node <= 0):
+            raise ValueError(f"node must be a positive node id, not {self.node!r}")
+        if self.name is not None and (not isinstance(self.name, str) or self.name in ("", ".")):
+            raise ValueError(f"bad child name {self.name!r}")
+        if not isinstance(self.shutdown, int | float) or self.shutdown < 0:
+            raise ValueError(f"shutdown must be seconds >= 0, not {self.shutdown!r}")
+
+    @property
+    def class_name(self) -> str:
+        """The class's name, for ids and logs."""
+        return self.cls.rpartition(":")[2] if isinstance(self.cls, str) else self.cls.__name__
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dict form (``cls`` as ``"module:Class"``): what may cross nodes."""
+        path = self.cls if isinstance(self.cls, str) else (
+            f"{self.cls.__module__}:{self.cls.__qualname__}")
+        return {"class": path, "args": list(self.args), "id": self.id, "name": self.name,
+                "restart": self.restart, "node": self.node, "shutdown": self.shutdown}
+
+
+@dataclass(eq=False)
+class _Child:
+    """A child's spec and its live state. Owner: the supervisor's running worker.
+
+    Invariant: ``handle`` is not None exactly when ``state`` is running or
+    stopping, and then ``Supervisor._by_handle[handle] is self``.
+    """
+
+    id: str
+    spec: ChildSpec
+    handle: int | None = None
+    state: str = "starting"  # starting|running|down|restarting|stopping|stopped
+    restarts: int = 0  # restarts done (successful or not) since the supervisor started
+    failures: int = 0  # consecutive restarts without a long enough run: the backoff exponent
+    started_at: float = 0.0
+    last_handle: int | None = None  # the previous instance (its global name may linger)
+    last_exit: str = ""
+    restarted_at: deque[float] = field(default_factory=lambda: deque(maxlen=32))
+
+
+class Supervisor(Service):
+    """Starts children in order, restarts them by strategy, stops them in reverse order.
+
+    ``on_start(children, options=None)``: ``children`` is a list of
+    :class:`ChildSpec` (or their dict forms); ``options`` a dict of
+    ``strategy`` (``one_for_one``: only the failed child; ``one_for_all``:
+    all of them; ``rest_for_one``: it and those after it), ``intensity``
+    and ``period`` (more than ``intensity`` restarts within ``period``
+    seconds: the supervisor stops its children in reverse order and exits,
+    so its own supervisor decides), ``backoff_base``, ``backoff_factor``,
+    ``backoff_max``, ``jitter``, ``reset_after``, ``name_wait``. Each child's
+    ``on_start`` has finished before the next child starts, and all of them
+    before ``newservice(Supervisor, ...)`` returns.
+
+    A child on another node whose node dies is restarted on its spec's node
+    if that node is a member again (and not reported down since), otherwise
+    on the supervisor's own node.
+
+    Example::
+
+        sup = await self.newservice(Supervisor, [
+            ChildSpec(Store, name=".store"),
+            ChildSpec("game.rooms:Rooms", args=(8,), name="rooms", node=2),
+        ], {"strategy": "rest_for_one", "intensity": 5, "period": 10})
+        await self.call(sup, "children")
+    """
+
+    async def on_start(
+        self, children: Sequence[ChildSpec | Mapping[str, Any]],
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._opts = _options(options or {})
+        self._children = _children(children)
+        self._by_handle: dict[int, _Child] = {}
+        self._restart_log: deque[float] = deque()  # times of restarts within the period
+        self._suspect: set[int] = set()  # nodes reported down, until they join again
+        self._live = False  # RUNNING: on_down notices arrive (none while starting or stopping)
+        self._giving_up = False
+        self._rng = random.Random()
+        if any(c.spec.node is not None for c in self._children):
+            self.watch_members()  # on_member("join") clears a suspect node
+        for child in self._children:
+            if not await self._bring_up(child, first=True):
+                await self._stop_all()
+                raise RuntimeError(f"supervisor gave up starting child {child.id!r}: "
+                                   f"more than {self._opts.intensity} restarts in "
+                                   f"{self._opts.period}s")
+        # Down notices are dropped while a service starts: watch again now (a child that
+        # already ended answers "noproc" at once, and it arrives once we are running).
+        for child in self._children:
+            if child.handle is not None:
+                self.monitor(child.handle)
+        self._live = True
+
+    async def on_stop(self) -> None:
+        self._live = False
+        await self._stop_all()
+
+    # -- notices -------------------------------------------------------------------------
+
+    def on_down(self, handle: int, reason: str) -> None:
+        child = self._by_handle.pop(handle, None)
+        if child is None or child.handle != handle:
+            return  # a stale or repeated notice (e.g. "noproc" after the real one)
+        child.handle, child.last_handle, child.last_exit = None, handle, reason
+        if child.state == "stopping":
+            child.state = "stopped"
+            return
+        remote = node_of(handle) != self._my_node
+        if reason == "nodedown" or (remote and reason == "stop"):
+            self._suspect.add(node_of(handle))
+        if not self._should_restart(child, reason, remote):
+            child.state = "stopped"
+            self.log(f"child {child.id!r} ended ({reason}); not restarted ({child.spec.restart})")
+            return
+        child.state = "down"
+        self.fork(self._recover, child)
+
+    def on_member(self, event: str, node_id: int) -> None:
+        if event == "join":
+            self._suspect.discard(node_id)
+
+    # -- introspection and control ----------------------------------------------------------
+
+    @expose
+    def children(self) -> list[dict[str, Any]]:
+        """Each child in spec order: id, class, name, node, handle, state, restarts,
+        last end reason and the supervisor-clock times (``now()``) of recent restarts."""
+        return [{
+            "id": c.id, "class": c.spec.class_name, "name": c.spec.name,
+            "node": None if c.handle is None else node_of(c.handle),
+            "handle": c.handle, "state": c.state, "restart": c.spec.restart,
+            "restarts": c.restarts, "last_exit": c.last_exit,
+            "restarted_at": list(c.restarted_at),
+        } for c in self._children]
+
+    @expose
+    def count_children(self) -> dict[str, int]:
+        """OTP's count_children: specs, and children running, restarting, stopped."""
+        states = [c.state for c in self._children]
+        return {"specs": len(states), "active": states.count("running"),
+                "restarting": sum(s in ("down", "restarting", "starting") for s in states),
+                "stopped": states.count("stopped")}
+
+    @expose
+    async def stop_child(self, child_id: str) -> bool:
+        """Stop a child and keep it stopped (until :meth:`restart_child`); False if it
+        was not running."""
+        child = self._find(child_id)
+        async with self.critical():
+            if child.handle is None:
+                child.state = "stopped"
+                return False
+            await self._end_child(child)
+            return True
+
+    @expose
+    async def restart_child(self, child_id: str) -> int:
+        """Stop the child if it runs and start it again now (no backoff, not counted
+        against the intensity); returns its new handle."""
+        child = self._find(child_id)
+        async with self.critical():
+            await self._end_child(child)
+            child.failures = 0
+            if not await self._bring_up(child, first=True):
+                child.state = "stopped"
+                raise RuntimeError(f"child {child_id!r} did not start: over the intensity")
+            assert child.handle is not None
+            return child.handle
+
+    # -- restarting -------------------------------------------------------------------------
+
+    @property
+    def _my_node(self) -> int:
+        return node_of(self.handle)
+
+    def _should_restart(self, child: _Child, reason: str, remote: bool) -> bool:
+        if self._giving_up or not self._live or child.spec.restart == "temporary":
+            return False
+        if reason == "stop" and not remote:
+            return False  # our own node is stopping: so are we
+        return child.spec.restart == "permanent" or reason not in NORMAL_ENDS
+
+    async def _recover(self, failed: _Child) -> None:
+        """Restart ``failed`` and, by the strategy, its siblings. One recovery at a time."""
+        async with self.critical():
+            if failed.state != "down" or self._giving_up or not self._live:
+                return  # already restarted with a group, or we are ending
+            if not self._note_restart():
+                await self._give_up(failed)
+                return
+            strategy = self._opts.strategy
+            if strategy == "one_for_one":
+                group = [failed]
+            else:
+                i = self._children.index(failed)
+                group = self._children if strategy == "one_for_all" else self._children[i:]
+            group = [c for c in group if c is failed or c.state in ("running", "down")]
+            for c in reversed(group):  # siblings stop in reverse order ...
+                if c.handle is not None:
+                    await self._end_child(c)
+            for c in group:  # ... and start again in spec order (a temporary one stays down)
+                if c is not failed and c.spec.restart == "temporary":
+                    continue
+                if not await self._bring_up(c, first=False, failed=c is failed):
+                    await self._give_up(c)
+                    return
+
+    async def _bring_up(self, child: _Child, first: bool, failed: bool = False) -> bool:
+        """Start ``child``, retrying failed starts with backoff; False past the intensity.
+
+        ``first``: the initial start (not a restart). ``failed``: this child's own
+        end caused the restart, so it waits its backoff delay first.
+        """
+        attempt = 0
+        while True:
+            if attempt or not first:
+                child.state = "restarting"
+                if attempt and not self._note_restart():
+                    return False
+                if failed or attempt:
+                    await self.sleep(self._backoff(child))
+                await self._name_released(child)
+                child.restarts += 1
+                child.restarted_at.append(round(self.now(), 4))
+            attempt += 1
+            target = self._placement(child)
+            try:
+                handle = await self._spawn(child.spec, target)
+            except Exception as err:
+                if isinstance(err, NodeDown) and target is not None:
+                    self._suspect.add(target)
+                self.log(f"child {child.id!r} failed to start (attempt {attempt}): "
+                         f"{type(err).__name__}: {err}", level="warning")
+                continue
+            child.handle, child.state, child.started_at = handle, "running", self.now()
+            self._by_handle[handle] = child
+            self.monitor(handle)
+            if not first:
+                self.log(f"child {child.id!r} restarted as {format_handle(handle)} "
+                         f"(after {child.last_exit or 'a failed start'})")
+            return True
+
+    async def _spawn(self, spec: ChildSpec, node: int | None) -> int:
+        local = spec.name if spec.name is not None and spec.name.startswith(".") else None
+        if node is None:
+            return await self.newservice(spec.cls, *spec.args, name=local)
+        return await self.newservice(spec.cls, *spec.args, name=local, node=node)
+
+    def _placement(self, child: _Child) -> int | None:
+        """Where to start ``child``: its spec's node if that is a member and not reported
+        down since it last joined; otherwise (``"restarted elsewhere"``) this node."""
+        want = child.spec.node
+        if want is None or want == self._my_node:
+            return None
+        if want in self._suspect or want not in self.watch_members():
+            self.log(f"child {child.id!r}: node {want} is down, starting it on this node")
+            return None
+        return want
+
+    def _backoff(self, child: _Child) -> float:
+        o = self._opts
+        reset = o.period if o.reset_after is None else o.reset_after
+        if child.started_at and self.now() - child.started_at >= reset:
+            child.failures = 0  # it ran long enough: a fresh crash starts the series again
+        child.started_at = 0.0
+        delay = min(o.backoff_max, o.backoff_base * o.backoff_factor ** child.failures)
+        child.failures += 1
+        return float(delay * (1 + o.jitter * self._rng.uniform(-1.0, 1.0)))
+
+    def _note_restart(self) -> bool:
+        """Count a restart; False when more than ``intensity`` fell within ``period``."""
+        now = time.monotonic()
+        log = self._restart_log
+        log.append(now)
+        while log and log[0] < now - self._opts.period:
+            log.popleft()
+        return len(log) <= self._opts.intensity
+
+    async def _name_released(self, child: _Child) -> None:
+        """Wait (up to ``name_wait``) until the previous instance's global name is gone.
+
+        The old holder's name is dropped in the background after it retires
+        (at once for a local end; at session expiry for a dead node), so a
+        restart right away would fail with ``NameTaken``.
+        """
+        name, old = child.spec.name, child.last_handle
+        if name is None or name.startswith(".") or old is None:
+            return
+        deadline = time.monotonic() + self._opts.name_wait
+        while await self.query(name) == old and time.monotonic() < deadline:
+            await self.sleep(_POLL * 5)
+
+    async def _give_up(self, child: _Child) -> None:
+        self._giving_up = True
+        self.log(f"child {child.id!r} ({child.last_exit or 'start failed'}): more than "
+                 f"{self._opts.intensity} restarts in {self._opts.period}s; "
+                 "stopping all children and exiting", level="error")
+        await self._stop_all()
+        self.exit()
+
+    # -- stopping ------------------------------------------------------------------------
+
+    async def _stop_all(self) -> None:
+        for child in reversed(self._children):
+            await self._end_child(child)
+            child.state = "stopped"
+
+    async def _end_child(self, child: _Child) -> None:
+        """Kill ``child`` and wait (up to its ``shutdown`` seconds) until it has ended.
+
+        While running we see its ``on_down``; while starting or stopping no
+        notice arrives, so a local child is watched in the node's service
+        table and a remote one is not waited for (its kill is sent in order).
+        """
+        h = child.handle
+        if h is None:
+            return
+        child.state = "stopping"
+        self.kill(h)
+        local = node_of(h) == self._my_node
+        deadline = time.monotonic() + child.spec.shutdown
+        while time.monotonic() < deadline:
+            if self._live and h not in self._by_handle:
+                break
+            if not self._live and (not local or h not in self._services):
+                break
+            await self.sleep(_POLL)
+        else:
+            self.log(f"child {child.id!r} did not end within {child.spec.shutdown}s",
+                     level="warning")
+        if self._by_handle.get(h) is child:
+            del self._by_handle[h]
+            self.demonitor(h)
+        child.handle, child.last_handle, child.state = None, h, "stopped"
+
+    def _find(self, child_id: str) -> _Child:
+        for c in self._children:
+            if c.id == child_id:
+                return c
+        raise KeyError(f"no child {child_id!r}")
+
+
+def _options(given: Mapping[str, Any]) -> _Options:
+    if not isinstance(given, Mapping):
+        raise TypeError(f"supervisor options must be a dict, not {given!r}")
+    known = set(_Options.__dataclass_fields__)
+    unknown = set(given) - known
+    if unknown:
+        raise ValueError(f"unknown supervisor options {sorted(unknown)}; known: {sorted(known)}")
+    opts = _Options(**given)
+    if opts.strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, not {opts.strategy!r}")
+    for key in ("intensity", "period", "backoff_base", "backoff_factor", "backoff_max",
+                "jitter", "name_wait", "reset_after"):
+        v = getattr(opts, key)
+        if v is None and key == "reset_after":
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+            raise ValueError(f"{key} must be a number >= 0, not {v!r}")
+    if opts.backoff_factor < 1 or opts.jitter > 1:
+        raise ValueError("backoff_factor must be >= 1 and jitter in [0, 1]")
+    return opts
+
+
+def _children(specs: Iterable[ChildSpec | Mapping[str, Any]]) -> list[_Child]:
+    if isinstance(specs, str | bytes | Mapping):
+        raise TypeError("children must be a list of ChildSpec or dicts")
+    out: list[_Child] = []
+    seen: set[str] = set()
+    for spec in map(ChildSpec.of, specs):
+        cid = spec.id or spec.name or spec.class_name
+        if cid in seen:
+            if spec.id is not None:
+                raise ValueError(f"two children have the id {cid!r}")
+            cid = f"{cid}#{len(out)}"
+        seen.add(cid)
+        out.append(_Child(cid, spec))
+    return out
