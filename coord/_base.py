@@ -92,6 +92,11 @@ class CoordBase(Coordinator):
                 self._rings[group] = ring
         return ring.get(key)
 
+    @property
+    def has_redis(self) -> bool:
+        """True when a Redis URL was given: ``"redis"`` locks go there."""
+        return self._redis is not None
+
     def lock(
         self,
         key: str,

@@ -320,6 +320,11 @@ class Coordinator(ABC):
         """``(master node id or None, epoch)`` as currently known."""
 
     @property
+    def has_redis(self) -> bool:
+        """True when ``backend="redis"`` locks go to a Redis server."""
+        return False
+
+    @property
     def clustered(self) -> bool:
         """True when this coordinates several processes (ZooKeeper); False embedded."""
         return False

@@ -34,7 +34,7 @@ from .errors import (
     SocketError,
 )
 from .node import Node
-from .service import Service, expose
+from .service import Service, expose, launchable
 from .supervisor import ChildSpec, Supervisor
 
 __all__ = [
@@ -64,6 +64,7 @@ __all__ = [
     "expose",
     "format_handle",
     "group",
+    "launchable",
     "load_config",
     "start_console",
 ]

@@ -57,7 +57,7 @@ class _Listener(BaseListener):
         self.link._master_changed(is_master, epoch, master_id)
 
     def on_health(self, health: Health) -> None:
-        self.link.health = health
+        self.link._health_changed(health)
 
 
 class CoordLink:
@@ -76,6 +76,8 @@ class CoordLink:
         self._holders: set[int] = set()  # handles that hold global names, groups or watches
         self._held: dict[int, list[Held]] = {}  # handle -> locks it holds now
         self._member_hooks: list[Callable[[str, NodeInfo], None]] = []
+        self._state_hooks: list[Callable[[str], None]] = []
+        self._was_down = False  # a SUSPENDED or LOST was seen since the last CONNECTED
         self._master_hooks: list[MasterHook] = []
         coordinator.add_listener(_Listener(self))
 
@@ -87,6 +89,27 @@ class CoordLink:
     def on_member(self, hook: Callable[[str, NodeInfo], None]) -> None:
         """Call ``hook(event, info)`` on every member join/leave (coord's thread)."""
         self._member_hooks.append(hook)
+
+    def on_state(self, hook: Callable[[str], None]) -> None:
+        """Call ``hook(state)`` on session changes: ``"connected"``, ``"suspended"``,
+        ``"lost"``, ``"reconnected"`` (CONNECTED after a SUSPENDED or LOST)."""
+        self._state_hooks.append(hook)
+
+    @property
+    def has_redis(self) -> bool:
+        """True when ``"redis"`` locks go to a Redis server."""
+        return self.coord.has_redis
+
+    def _health_changed(self, health: Health) -> None:
+        self.health = health
+        if health is Health.CONNECTED:
+            state = "reconnected" if self._was_down else "connected"
+            self._was_down = False
+        else:
+            state = health.value
+            self._was_down = True
+        for hook in self._state_hooks:
+            hook(state)
 
     def on_master(self, hook: MasterHook) -> None:
         """Call ``hook(is_master, was_master)`` when this node's mastership changes."""

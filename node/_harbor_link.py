@@ -104,6 +104,7 @@ class HarborLink:
         self._member_waiters: dict[int, list[Callable[[], None]]] = {}
         self._down_hooks: list[Callable[[int], None]] = []
         self._control: ControlFn = lambda event, source, target: None
+        self.isolated = False  # on_session_lost = "isolate" while the session is lost
 
     def on_control(self, control: ControlFn) -> None:
         """Who handles ``kill``/``monitor``/``demonitor`` sent by another node."""
@@ -146,9 +147,16 @@ class HarborLink:
 
     # -- the transport's callbacks (its thread) -------------------------------------------
 
+    def isolate(self, on: bool) -> None:
+        """Refuse (``on``) or accept again the cluster's traffic, both ways."""
+        self.isolated = on
+
     def deliver(self, src: int, src_inc: int, messages: list[Any]) -> None:
         """Frames from ``src``: route each message, keeping only what may come from afar."""
         router = self._router
+        if self.isolated:
+            router.count_drop("isolated")
+            return
         for dest, source, wire_session, kind, payload in messages:
             if kind == SEND:
                 if not router.accept(dest, (source, 0, SEND, payload)):
@@ -214,9 +222,10 @@ class HarborLink:
         """SEND or CALL to another node. Raises ``NodeDown`` for a CALL that cannot go."""
         nid = node_of(dest)
         t = self.transport
-        if t is None:
+        if t is None or self.isolated:
             if kind == CALL:
-                raise NodeDown(f"node {nid} is not a member (no harbor)")
+                why = "isolated: coordination session lost" if t else "no harbor"
+                raise NodeDown(f"node {nid} is not reachable ({why})")
             self._router.count_drop("node-down")
             return
         if kind == CALL:
@@ -233,12 +242,21 @@ class HarborLink:
                 raise NodeDown(f"node {nid} is not a member ({type(exc).__name__})") from exc
             self._router.count_drop("node-down")
 
-    def withdraw(self, dest: int, caller: int, session: int) -> None:
-        """Forget a pending call (timed out or abandoned): its late reply is refused."""
+    def withdraw(self, dest: Any, caller: int, session: int) -> None:
+        """Forget a pending call (timed out or abandoned): its late reply is refused.
+
+        ``dest`` is the handle called, or the name or group it was resolved from
+        (then every peer's table is searched)."""
+        key = (caller, session)
         with self._lock:
-            pending = self._pending.get(node_of(dest))
-            if pending is not None:
-                pending.pop((caller, session), None)
+            if dest.__class__ is int:
+                pending = self._pending.get(node_of(dest))
+                if pending is not None:
+                    pending.pop(key, None)
+                return
+            for pending in self._pending.values():
+                if pending.pop(key, None) is not None:
+                    return
 
     def reply(self, source: int, dest: int, session: int, kind: int, payload: Any) -> None:
         """REPLY/ERROR to an inbound call, or a SYSTEM notice, to another node."""

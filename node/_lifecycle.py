@@ -28,9 +28,17 @@ if TYPE_CHECKING:
     from ._router import Router
     from .core.timer import TimerThread
 
-__all__ = ["Lifecycle", "resolve_class"]
+__all__ = ["LAUNCHABLE", "Lifecycle", "class_path", "resolve_class"]
+
+LAUNCHABLE: set[str] = set()
+"""``"module:Class"`` paths any node may ask this one to start (``node.launchable``)."""
 
 Message = tuple[int, int, int, Any]
+
+
+def class_path(cls: Any) -> str:
+    """``"module:Qualname"`` of a class (a path string as is)."""
+    return cls if isinstance(cls, str) else f"{cls.__module__}:{cls.__qualname__}"
 
 
 def resolve_class(cls: Any) -> Any:
@@ -64,6 +72,7 @@ class Lifecycle:
         self._retired = threading.Condition(self._lock)
         self._local_ids = itertools.count(1)
         self._on_retire: list[Callable[[int, str], None]] = []
+        self._allowed: set[str] = set()  # this node's config services, launchable remotely
         self.logger = 0  # the .logger's handle once started
         self.running = False
 
@@ -75,6 +84,16 @@ class Lifecycle:
     def on_retire(self, hook: Callable[[int, str], None]) -> None:
         """Call ``hook(handle, reason)`` for every service that ends (on its last turn)."""
         self._on_retire.append(hook)
+
+    def allow(self, cls: Any) -> None:
+        """Let other nodes start ``cls`` here (a config ``services`` entry does this)."""
+        self._allowed.add(class_path(cls))
+
+    def may_launch(self, path: str) -> bool:
+        """True if another node may ask this one to start ``path``: registered with
+        ``@launchable`` (its module already imported here) or allowed by config.
+        Checked before anything is imported: a message never chooses code."""
+        return path in LAUNCHABLE or path in self._allowed
 
     # -- birth -----------------------------------------------------------------------------
 

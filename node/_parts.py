@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
     from ._monitors import Monitors
     from ._names import Names
+    from ._offload import Offload
     from ._router import Router
     from ._sockets.api import Sockets
     from ._unique import Uniques
@@ -34,4 +35,5 @@ class Parts:
     coord: CoordLink
     harbor: HarborLink
     sockets: Sockets
+    offload: Offload
     started_at: float

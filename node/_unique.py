@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from coord.errors import NameTaken
 
+from ._lifecycle import class_path
 from .core.suspend import suspend
+from .errors import CallTimeout
 from .message import REPLY, SEND
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ class Uniques:
         self._local: dict[str, int | list[tuple[int, int]]] = {}
         self._hosted: dict[str, int] = {}  # cluster key -> handle hosted here (master)
         self._starting: set[str] = set()
+        self._queries: dict[str, list[tuple[int, int]]] = {}  # queryservice(wait=) waiters
         coord.on_master(self._master_changed)
 
     # -- per node ---------------------------------------------------------------------------
@@ -60,8 +63,34 @@ class Uniques:
         handle: int = await suspend(svc, lambda s: self._request(cls, args, svc.handle, s))
         return handle
 
+    async def query_local(self, svc: ServiceCore, cls: Any, wait: float | None) -> int | None:
+        """The node-unique instance of ``cls`` if started (never starts one), waiting up
+        to ``wait`` seconds for someone to start it."""
+        key = class_path(cls)
+        found = self._local.get(key)
+        if isinstance(found, int) or not wait:
+            return found if isinstance(found, int) else None
+        waiting: list[tuple[int, int]] = []
+
+        def start(s: int) -> None:
+            waiting.append((svc.handle, s))
+            with self._lock:
+                self._queries.setdefault(key, []).append((svc.handle, s))
+
+        def withdraw(s: int) -> None:
+            with self._lock:
+                queries = self._queries.get(key, [])
+                if (svc.handle, s) in queries:
+                    queries.remove((svc.handle, s))
+
+        try:
+            handle: int = await suspend(svc, start, wait, withdraw)
+        except CallTimeout:
+            return None
+        return handle
+
     def _request(self, cls: Any, args: tuple[Any, ...], reply_to: int, session: int) -> None:
-        key = cls if isinstance(cls, str) else f"{cls.__module__}:{cls.__qualname__}"
+        key = class_path(cls)
         with self._lock:
             current = self._local.get(key)
             if isinstance(current, int):
@@ -79,6 +108,8 @@ class Uniques:
             waiters = self._local.pop(key, [])
             if kind == REPLY:
                 self._local[key] = payload
+                assert isinstance(waiters, list)
+                waiters = waiters + self._queries.pop(key, [])
         assert isinstance(waiters, list)
         for reply_to, session in waiters:
             self._router.reply(0, reply_to, session, kind, payload)

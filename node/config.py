@@ -65,6 +65,8 @@ class NodeConfig:
     services: tuple[ServiceSpec, ...] = field(default_factory=tuple)
     # Batch weight per worker (-1 one message, 0 all, n a 1/2**n share); None: skynet's table.
     weights: tuple[int, ...] | None = None
+    offload_threads: int = 4  # the pool behind Service.offload
+    on_session_lost: str = "serve"  # or "isolate": refuse cluster traffic until rejoined
 
     @property
     def standalone(self) -> bool:
@@ -72,10 +74,10 @@ class NodeConfig:
         return self.zk_hosts is None
 
 
-_INT = {"workers", "console_port", "pull_port", "pub_port"}
+_INT = {"workers", "console_port", "pull_port", "pub_port", "offload_threads"}
 _FLOAT = {"call_timeout", "monitor_threshold", "session_timeout"}
 _STR = {"cluster", "bind", "advertise", "zk_hosts", "redis_url", "log_file", "log_level",
-        "console_token", "console_bind"}  # fmt: skip
+        "console_token", "console_bind", "on_session_lost"}  # fmt: skip
 _KEYS = {f.name for f in fields(NodeConfig)}
 
 
@@ -126,13 +128,14 @@ def _validate(raw: dict[str, Any]) -> NodeConfig:
         if key == "node_id":
             out[key] = _node_id(value)
         elif key in _INT:
-            out[key] = _number(key, value, int, 1 if key == "workers" else 0)
+            low = 1 if key in ("workers", "offload_threads") else 0
+            out[key] = _number(key, value, int, low)
         elif key in _FLOAT:
             out[key] = _number(key, value, float, 0.0)
         elif key in _STR:
             if not isinstance(value, str):
                 raise ConfigError(f"{key} must be a string, got {value!r}")
-            keep = ("cluster", "bind", "log_level", "console_bind")
+            keep = ("cluster", "bind", "log_level", "console_bind", "on_session_lost")
             out[key] = value or None if key not in keep else value
         elif key == "services":
             out[key] = _services(value)
@@ -141,6 +144,9 @@ def _validate(raw: dict[str, Any]) -> NodeConfig:
     if out.get("log_level", "info") not in ("debug", "info", "warning", "error"):
         level = out["log_level"]
         raise ConfigError(f"log_level must be debug, info, warning or error, got {level!r}")
+    if out.get("on_session_lost", "serve") not in ("serve", "isolate"):
+        got = out["on_session_lost"]
+        raise ConfigError(f"on_session_lost must be serve or isolate, got {got!r}")
     if "workers" in out and out["workers"] > 256:
         raise ConfigError(f"workers must be at most 256, got {out['workers']}")
     return NodeConfig(**out)

@@ -34,6 +34,7 @@ ERR_START: Final = 4  # ServiceStartError
 ERR_NODE_DOWN: Final = 5  # NodeDown
 ERR_TIMEOUT: Final = 6  # CallTimeout (used by the timer for calls)
 ERR_OTHER: Final = 7  # another typed error, rebuilt by name when known
+ERR_LOCAL: Final = 8  # in-process only: payload[3] is the exception object itself
 
 # TIMER payload marking a call's deadline rather than a sleep.
 CALL_TIMEOUT: Final = "call-timeout"

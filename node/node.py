@@ -31,6 +31,7 @@ from ._harbor_link import HarborLink, HarborSettings, TransportFactory
 from ._lifecycle import Lifecycle
 from ._monitors import Monitors
 from ._names import Names
+from ._offload import Offload
 from ._parts import Parts
 from ._router import Router
 from ._sockets.api import Sockets
@@ -41,7 +42,7 @@ from .core.scheduler import Scheduler
 from .core.timer import TimerThread
 from .core.watchdog import Watchdog
 from .errors import CallTimeout, Interrupted
-from .message import CALL, REPLY, SEND, TIMER
+from .message import CALL, REPLY, SEND, SYSTEM, TIMER
 from .service import Service
 
 if TYPE_CHECKING:
@@ -109,6 +110,8 @@ class Node:
         console_token: str | None = None,
         console_bind: str = "127.0.0.1",
         weights: tuple[int, ...] | None = None,
+        offload_threads: int = 4,
+        on_session_lost: str = "serve",
     ) -> None:
         self.node_id = node_id
         self.incarnation = time.time_ns()
@@ -150,7 +153,12 @@ class Node:
             router=router, lifecycle=life, names=self._names, monitors=self._monitors,
             uniques=self._uniques, coord=self._coord_link, harbor=self._harbor,
             sockets=Sockets(router, life, self.add_component), started_at=self.started_at,
+            offload=Offload(router, offload_threads),
         )
+        if on_session_lost not in ("serve", "isolate"):
+            raise ValueError("on_session_lost is 'serve' or 'isolate'")
+        self._isolate = on_session_lost == "isolate"
+        self._coord_link.on_state(self._coord_state)
         self._worker_threads: set[threading.Thread] = set()
         self._builtin: set[int] = set()
         self._running = False
@@ -192,12 +200,14 @@ class Node:
             pull_port=cfg.pull_port, pub_port=cfg.pub_port, console_port=cfg.console_port,
             console_token=cfg.console_token, console_bind=cfg.console_bind,
             weights=cfg.weights, call_timeout=cfg.call_timeout,
+            offload_threads=cfg.offload_threads, on_session_lost=cfg.on_session_lost,
             monitor_threshold=cfg.monitor_threshold, log_file=cfg.log_file,
             log_level=cfg.log_level,
         )
         node.start()
         try:
             for spec in cfg.services:
+                node.allow(spec.cls)
                 node.newservice(spec.cls, *spec.args, name=spec.name)
         except BaseException:
             node.stop()
@@ -267,6 +277,7 @@ class Node:
         self._running = self._life.running = False
         for component in reversed(self._components):
             component.stop()
+        self._parts.offload.stop()
         self._watchdog.stop()
         self._timer.stop()
         self._scheduler.stop()
@@ -377,6 +388,14 @@ class Node:
         """``(master node id, epoch)`` as this node last saw them."""
         return self._coord_link.master_id, self._coord_link.master_epoch
 
+    def allow(self, cls: type[Service] | str) -> None:
+        """Let other nodes start ``cls`` here (as ``@launchable`` does for a class)."""
+        self._life.allow(cls)
+
+    def may_launch(self, path: str) -> bool:
+        """True if another node may ask this one to start ``path``."""
+        return self._life.may_launch(path)
+
     def host_unique(self, path: str) -> bool:
         """On the master: start the cluster-unique service ``path`` from its stored spec."""
         return self._uniques.host(path)
@@ -405,6 +424,7 @@ class Node:
             "stuck_reports": self._watchdog.reports,
             "uptime": round(time.monotonic() - self.started_at, 3),
             "harbor": self._harbor.stats(),
+            "offload": self._parts.offload.stats(),
         }
 
     def _blocking(self, start: Callable[[int], None], timeout: float | None) -> Any:
@@ -436,6 +456,16 @@ class Node:
             self._monitors.monitor(source, target)
         elif event == "demonitor":
             self._monitors.demonitor(source, target)
+
+    def _coord_state(self, state: str) -> None:
+        """Coordination session changes: services that override ``on_coord`` are told;
+        with ``on_session_lost = "isolate"`` the harbor refuses cluster traffic while
+        the session is lost, until it is connected again."""
+        if self._isolate and state in ("lost", "reconnected", "connected"):
+            self._harbor.isolate(state == "lost")
+        for svc in list(self._router.services.values()):
+            if getattr(type(svc), "on_coord", None) is not Service.on_coord:
+                self._router.post(svc.handle, (0, 0, SYSTEM, ("coord", (state,))))
 
     def _fire_timer(self, handle: int, session: int, payload: Any) -> None:
         self._router.post(handle, (0, session, TIMER, payload))

@@ -11,29 +11,48 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from ._coord_link import Lock
+from ._critical import Critical
+from ._lifecycle import LAUNCHABLE, class_path
+from ._responder import Responder, track
+from ._select import Select, gather
 from ._sockets.api import SocketAPI
+from ._unique import LAUNCHER_PREFIX, UNIQUE_PREFIX
 from .address import Group, format_handle, node_of
-from .core.runner import CALLBACK, ServiceCore, ServiceExit
+from .core.runner import CALLBACK, T_HANDLER, ServiceCore, ServiceExit
 from .core.suspend import Wait, suspend
 from .errors import CallTimeout, NodeDown, ServiceNotFound
 from .message import CALL, CALL_TIMEOUT, REPLY, SEND
 
 if TYPE_CHECKING:
-    from types import TracebackType
 
     from ._parts import Parts
     from ._router import Router
     from .address import Dest
     from .core.mailbox import Mailbox
 
-__all__ = ["Service", "expose"]
+__all__ = ["Service", "expose", "launchable"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=type)
 _EXPOSED = "_skymesh_exposed"  # the marker @expose sets on a function
+
+
+def launchable(cls: C) -> C:
+    """Let other nodes start this service class here (``newservice(..., node=N)``,
+    a supervisor placing a child). Without it (or a config ``services`` entry naming
+    it) a node's launcher refuses, whatever the message says.
+
+    Example::
+
+        @launchable
+        class Room(Service): ...
+    """
+    LAUNCHABLE.add(class_path(cls))
+    return cls
 
 
 def expose(fn: F) -> F:
@@ -114,6 +133,11 @@ class Service(SocketAPI, ServiceCore):
     def on_member(self, event: str, node_id: int) -> Any:
         """A node joined or left (``event`` "join"/"leave"), after :meth:`watch_members`."""
 
+    def on_coord(self, state: str) -> Any:
+        """The node's coordination session changed: ``"connected"``, ``"suspended"``
+        (connection lost, session may live: global names may vanish, the node is not
+        master), ``"lost"`` (session expired), ``"reconnected"`` (a session again)."""
+
     def on_system(self, event: str, data: Any) -> Any:
         """Any other SYSTEM notice."""
 
@@ -126,7 +150,6 @@ class Service(SocketAPI, ServiceCore):
         self._bind_core(parts.lifecycle, handle, mailbox, parts.router.services)
         self._parts = parts
         self._router = parts.router
-        self._sockets = parts.sockets
 
     # -- messaging ------------------------------------------------------------------------
 
@@ -178,7 +201,7 @@ class Service(SocketAPI, ServiceCore):
 
     def _withdraw(self, dest: Any, session: int) -> None:
         """A call ended without its reply (timeout, error, closed): a late reply is refused."""
-        if dest.__class__ is int and node_of(dest) != self._router.node_id:
+        if dest.__class__ is not int or node_of(dest) != self._router.node_id:
             self._parts.harbor.withdraw(dest, self.handle, session)
 
     async def _reachable(self, dest: Dest, wait: float) -> Dest:
@@ -216,6 +239,74 @@ class Service(SocketAPI, ServiceCore):
             raise NodeDown(f"node {nid} did not join within {wait}s") from None
         return dest
 
+    # -- answering later, waiting for several (skynet's coroutine idioms) -----------------
+
+    def response(self) -> Responder:
+        """Take over answering the call being handled: the handler returns without
+        answering; call ``reply(value)`` or ``reply.error(exc)`` later, once.
+
+        Raises ``RuntimeError`` outside a handler of a call (a send has no caller).
+        """
+        task = self._current
+        if task is not None:
+            if task.kind != T_HANDLER or not task.session:
+                raise RuntimeError("response() needs a call being handled")
+            source, session = task.source, task.session
+            task.session = 0  # finishing the coroutine no longer answers
+        else:
+            msg = self._msg
+            if msg is None or msg[2] != CALL or not msg[1]:
+                raise RuntimeError("response() needs a call being handled")
+            source, session = msg[0], msg[1]
+            self._msg = None  # the runner no longer answers with the return value
+        reply = Responder(self._router, self.handle, source, session)
+        self._responders = track(self._responders, reply)
+        return reply
+
+    async def wait(self, token: Hashable, timeout: float | None = None) -> Any:
+        """Suspend until :meth:`wakeup` with ``token`` (skynet's ``wait``); return the
+        value given there. ``CallTimeout`` after ``timeout`` seconds. One coroutine
+        per token at a time (``RuntimeError`` otherwise)."""
+        tokens = self._tokens
+        if tokens is None:
+            tokens = self._tokens = {}
+        if token in tokens:
+            raise RuntimeError(f"a coroutine already waits on {token!r}")
+
+        def withdraw(s: int) -> None:
+            if tokens.get(token) == s:
+                del tokens[token]
+
+        return await suspend(self, lambda s: tokens.__setitem__(token, s), timeout, withdraw)
+
+    def wakeup(self, token: Hashable, value: Any = None) -> bool:
+        """Resume the coroutine waiting on ``token`` with ``value`` (after the current
+        handler); False, and nothing happens, when none waits."""
+        s = None if self._tokens is None else self._tokens.pop(token, None)
+        if s is None:
+            return False
+        self._router.reply(self.handle, self.handle, s, REPLY, value)
+        return True
+
+    async def gather(self, *calls: tuple[Any, ...], timeout: float | None = None) -> list[Any]:
+        """Send every ``(dest, method, *args)`` at once; return their results in call
+        order, each the value or the exception instance it raised (a ``CallTimeout``
+        instance for a call unanswered after ``timeout`` seconds)."""
+        return await gather(self.select(*calls, timeout=timeout))
+
+    def select(self, *calls: tuple[Any, ...], timeout: float | None = None) -> Select:
+        """``async for index, result in self.select(*calls):`` replies as they arrive
+        (skynet's ``request():select()``); leaving the loop early withdraws the rest."""
+        return Select(self, self._router, self._parts.harbor, calls, timeout)
+
+    async def offload(
+        self, fn: Callable[..., Any], *args: Any, timeout: float | None = None
+    ) -> Any:
+        """Run blocking ``fn(*args)`` on the node's offload pool; the workers go on
+        meanwhile. Returns its result or raises its exception; ``CallTimeout`` after
+        ``timeout`` seconds (the job's late result is dropped)."""
+        return await self._parts.offload.run(self, fn, args, timeout)
+
     def fork(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` (plain or async) right after the current handler finishes or
         suspends, before the next queued message."""
@@ -251,16 +342,40 @@ class Service(SocketAPI, ServiceCore):
     # -- services ---------------------------------------------------------------------------
 
     async def newservice(
-        self, cls: type[Service] | str, *args: Any, name: str | None = None
+        self, cls: type[Service] | str, *args: Any, name: str | None = None,
+        node: int | None = None,
     ) -> int:
-        """Start a service (a class or ``"module:Class"``) on this node; return its handle
-        once its ``on_start`` has finished. Raises ``ServiceStartError``."""
+        """Start a service (a class or ``"module:Class"``) and return its handle once its
+        ``on_start`` has finished. Raises ``ServiceStartError``.
+
+        ``node=N`` starts it on node ``N`` through that node's launcher, which
+        only starts classes it allows (``@launchable``, or its config
+        ``services``); a refusal arrives as ``CallError`` (``PermissionError``),
+        an unreachable node as ``NodeDown``/``ServiceNotFound``.
+        """
+        if node is not None and node != self._router.node_id:
+            launcher = f"{LAUNCHER_PREFIX}{node}"
+            # wait=: a node that just joined may not be in this node's name cache yet.
+            handle_: int = await self.call(
+                launcher, "spawn", class_path(cls), list(args), name, wait=self._host.call_timeout
+            )
+            return handle_
         names = self._parts.names
         check = None if name is None else (lambda svc: names.register_local(svc, name))
         handle: int = await suspend(
             self, lambda s: self._parts.lifecycle.spawn(cls, args, self.handle, s, check)
         )
         return handle
+
+    async def queryservice(
+        self, cls: type[Service] | str, wait: float | None = None, cluster: bool = False
+    ) -> int | None:
+        """The handle of the unique service ``cls`` someone else started (node-wide, or
+        with ``cluster=True`` cluster-wide), ``None`` if there is none after waiting up
+        to ``wait`` seconds. Never starts one (skynet's ``queryservice``)."""
+        if cluster:
+            return await self.query(UNIQUE_PREFIX + class_path(cls), wait=wait)
+        return await self._parts.uniques.query_local(self, cls, wait)
 
     async def uniqueservice(
         self, cls: type[Service] | str, *args: Any, cluster: bool = False
@@ -321,6 +436,10 @@ class Service(SocketAPI, ServiceCore):
         """Leave service group ``name``."""
         await self._parts.names.leave_group(self, name)
 
+    def group_members(self, name: str) -> list[int]:
+        """The live members of group ``name`` now (from coordination's watched cache)."""
+        return self._parts.coord.coord.group_members(name)
+
     # -- channels (skynet's multicast) -------------------------------------------------------
 
     def publish(self, channel: str, payload: Any) -> None:
@@ -365,6 +484,29 @@ class Service(SocketAPI, ServiceCore):
         """
         return Lock(self._parts.coord, self, key, ttl, wait, backend)
 
+    def is_master(self) -> bool:
+        """True while this node holds the cluster's mastership lease (always on a
+        standalone node)."""
+        return self._parts.coord.coord.is_master()
+
+    def leader(
+        self, name: str, ttl: float = 10.0, backend: str | None = None
+    ) -> Lock:
+        """Lead ``name`` among every service that asks, cluster-wide::
+
+            async with self.leader("matchmaker") as lease:
+                while lease.valid:          # check before each act
+                    await self.match_round(fence=lease.fence)
+
+        Waits until elected. The lease rule of the node's mastership holds:
+        ``lease.valid`` turns False (from the local clock) before anyone else
+        can be elected, so a paused leader never acts beside the next one;
+        ``lease.fence`` grows with every leader. Backend: Redis when the node
+        has a Redis URL, else ZooKeeper.
+        """
+        backend = backend or ("redis" if self._parts.coord.has_redis else "zk")
+        return Lock(self._parts.coord, self, f"leader:{name}", ttl, None, backend)
+
     # -- coroutine tools --------------------------------------------------------------------
 
     def critical(self) -> Critical:
@@ -374,7 +516,7 @@ class Service(SocketAPI, ServiceCore):
                 balance = await self.call(bank, "get")
                 await self.call(bank, "set", balance + 1)
         """
-        return Critical(self)
+        return Critical(self, self._router)
 
     # -- logging and introspection ------------------------------------------------------------
 
@@ -393,44 +535,3 @@ _RESERVED = frozenset(
     for name in vars(klass)
     if not name.startswith("_") and not name.startswith("on_")
 )
-
-
-class Critical:
-    """FIFO lock among one service's coroutines; re-entrant for the coroutine holding it."""
-
-    __slots__ = ("svc",)
-
-    def __init__(self, svc: Service) -> None:
-        self.svc = svc
-
-    async def __aenter__(self) -> None:
-        svc = self.svc
-        me = svc._current
-        if me is None:
-            raise RuntimeError("critical() is for async handlers")
-        if svc._crit_owner is None or svc._crit_owner is me:
-            svc._crit_owner = me
-            svc._crit_depth += 1
-            return
-        # Ownership is handed to us by __aexit__, with a REPLY on our session.
-        await suspend(svc, lambda s: svc._crit_waiters.append((s, me)))
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        svc = self.svc
-        svc._crit_depth -= 1
-        if svc._crit_depth:
-            return
-        if svc._crit_waiters:
-            s, task = svc._crit_waiters.pop(0)
-            svc._crit_owner = task
-            svc._crit_depth = 1
-            svc._router.reply(svc.handle, svc.handle, s, REPLY, None)
-        else:
-            svc._crit_owner = None
-
-

@@ -16,7 +16,7 @@ and ``close`` are common handler names (the built-in ``.logger`` exposes
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.runner import RUNNING, STARTING, ServiceCore
 from ..core.suspend import suspend
@@ -63,6 +63,11 @@ class Sockets:
         return self._thread
 
 
+class _HasSockets(Protocol):
+    @property
+    def sockets(self) -> Sockets: ...
+
+
 class SocketAPI(ServiceCore):
     """TCP sockets for services. Every method is safe on any worker and never blocks.
 
@@ -76,7 +81,11 @@ class SocketAPI(ServiceCore):
                 self.socket_write(sock_id, data)
     """
 
-    _sockets: Sockets  # bound by the node with the rest of the service's parts
+    _parts: _HasSockets  # node._parts.Parts, bound by node.service.Service._bind
+
+    @property
+    def _sockets(self) -> Sockets:
+        return self._parts.sockets
 
     # -- the verbs ------------------------------------------------------------------------
 

@@ -28,6 +28,16 @@ class Launcher(Service):
         return Node.of(self).host_unique(str(path))
 
     @expose
+    async def spawn(self, path: str, args: builtins.list[Any], name: str | None = None) -> int:
+        """Start ``path`` here for another node (``newservice(..., node=N)``), if this
+        node allows it (``@launchable`` or config ``services``). Raises
+        ``PermissionError`` otherwise; nothing is imported before the check."""
+        node = Node.of(self)
+        if not isinstance(path, str) or not node.may_launch(path):
+            raise PermissionError(f"{path!r} may not be started from another node")
+        return await self.newservice(path, *args, name=name)
+
+    @expose
     def list(self) -> dict[str, str]:
         """``{address: class name}`` for every live service."""
         return {s["address"]: s["class"] for s in Node.of(self).services()}

@@ -26,6 +26,7 @@ from ..errors import (
 from ..message import (
     ERR_EXITED,
     ERR_HANDLER,
+    ERR_LOCAL,
     ERR_NO_HANDLER,
     ERR_NODE_DOWN,
     ERR_NOT_FOUND,
@@ -34,7 +35,7 @@ from ..message import (
     ERR_TIMEOUT,
 )
 
-__all__ = ["code_of", "error_payload", "exception_from", "simple_error"]
+__all__ = ["code_of", "error_payload", "exception_from", "local_error", "simple_error"]
 
 ErrorPayload = tuple[int, str, str, str]
 
@@ -64,6 +65,13 @@ def simple_error(exc: BaseException) -> ErrorPayload:
     return (ERR_OTHER, type(exc).__name__, str(exc), "")
 
 
+def local_error(exc: BaseException) -> tuple[int, str, str, BaseException]:
+    """An ERROR payload that carries ``exc`` itself, for a waiter in this process
+    (``offload``): the coroutine gets the very exception, any type. Never sent on
+    the wire; one arriving from it is not trusted (see :func:`exception_from`)."""
+    return (ERR_LOCAL, type(exc).__name__, str(exc), exc)
+
+
 def code_of(err: BaseException) -> int:
     """The ERROR code that carries ``err`` to a caller as the same type."""
     return ERR_OTHER if type(err).__name__ in _KNOWN else ERR_HANDLER
@@ -82,10 +90,14 @@ def exception_from(payload: Any) -> BaseException:
         return CallTimeout(message)
     if code == ERR_START:
         return ServiceStartError(type_name, message, tb)
+    if code == ERR_LOCAL:
+        if isinstance(tb, BaseException):
+            return tb
+        return CallError(str(type_name), str(message), "")
     if code == ERR_OTHER:
         cls = _KNOWN.get(type_name)
         if cls is not None:
             return cls(message)
-    if code not in (ERR_HANDLER, ERR_NO_HANDLER, ERR_OTHER):
+    if code not in (ERR_HANDLER, ERR_NO_HANDLER, ERR_OTHER, ERR_LOCAL):
         return CallError("BadErrorCode", f"unknown error code {code!r}: {message}", "")
     return CallError(type_name, message, tb)

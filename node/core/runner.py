@@ -113,6 +113,18 @@ class ServiceCore:
     _mailbox: Mailbox
     _services: dict[Any, Any]  # keyed by int handles; probed with any Dest
 
+    # Class-level defaults: an idle service carries no instance entry for these
+    # (memory per service matters at 100k services); the first write makes one.
+    _current: Task | None = None  # the coroutine running right now
+    _n_msgs = 0
+    _cpu = 0.0
+    _exit_reason = ""
+    _crit: Any = None  # critical-section state (node.service.Critical), made on first use
+    _msg: Any = None  # the plain handler's message while it runs (response())
+    _sinks: dict[int, Callable[[int, int, Any], None]] | None = None  # session -> reply sink
+    _tokens: dict[Any, int] | None = None  # wait(token) -> the session waiting on it
+    _responders: Any = None  # WeakSet of this service's unanswered responders
+
     def _bind_core(
         self, host: Host, handle: int, mailbox: Mailbox, services: dict[int, Any]
     ) -> None:
@@ -128,13 +140,6 @@ class ServiceCore:
         self._callbacks: dict[int, tuple[Callable[..., Any], tuple[Any, ...]]] = {}
         self._forks: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self._deferred: list[tuple[int, int, int, Any]] = []  # CALL/SEND held during on_start
-        self._current: Task | None = None  # the coroutine running right now
-        self._crit_owner: Task | None = None
-        self._crit_depth = 0
-        self._crit_waiters: list[tuple[int, Task]] = []
-        self._n_msgs = 0
-        self._cpu = 0.0
-        self._exit_reason = ""
 
     # -- what the node may read --------------------------------------------------
 
@@ -188,19 +193,23 @@ class ServiceCore:
                 else:
                     self._step(Task(coro, source, session, T_HANDLER, method), None, None)
             else:
+                self._msg = msg  # what response() answers later; cleared when it is taken
                 try:
                     result = fn(self, *args)
                 except ServiceExit:
-                    if session:
+                    if session and self._msg is msg:
                         self._terminate("exit", Task(_DONE, source, session, T_HANDLER, method))
                     else:
                         self._terminate("exit", None)
                     return
                 except Exception as exc:
-                    self._failed(source, session, method, exc)
+                    # Once response() took the call, its responder answers (or its drop).
+                    self._failed(source, session if self._msg is msg else 0, method, exc)
                 else:
-                    if session:
+                    if session and self._msg is msg:
                         self._host.reply(self.handle, source, session, REPLY, result)
+                if session:
+                    self._msg = None
         elif kind <= TIMER:  # REPLY, ERROR, TIMER: resume whoever waits on the session
             self._resume(session, kind, payload)
         elif kind == SYSTEM:
@@ -229,6 +238,11 @@ class ServiceCore:
             return
         task = self._suspended.pop(session, None)
         if task is None:
+            sinks = self._sinks
+            sink = None if sinks is None else sinks.pop(session, None)
+            if sink is not None:  # one reply of several a coroutine waits for (select)
+                sink(session, kind, payload)
+                return
             self._host.count_drop("late-reply")
             return
         entry = self._timers.pop(session, None)
@@ -428,6 +442,7 @@ class ServiceCore:
         self._timers.clear()
         self._callbacks.clear()
         self._forks.clear()
+        self._sinks = None  # late replies to abandoned selects are counted as late
         for task in tasks:
             if task is not running:
                 try:
@@ -439,6 +454,21 @@ class ServiceCore:
         for msg in self._deferred:
             self._not_running_dead(msg)
         self._deferred.clear()
+        for responder in list(self._responders or ()):
+            responder.service_ended()
+
+    # -- hooks for the waiting verbs above the core ----------------------------------------
+
+    def _sink(self, session: int, sink: Callable[[int, int, Any], None]) -> None:
+        """Hand the reply on ``session`` to ``sink(session, kind, payload)`` instead of a
+        suspended coroutine (several replies awaited by one coroutine)."""
+        if self._sinks is None:
+            self._sinks = {}
+        self._sinks[session] = sink
+
+    def _unsink(self, session: int) -> bool:
+        """Withdraw a sink; True if it was still waiting."""
+        return self._sinks is not None and self._sinks.pop(session, None) is not None
 
     def _not_running_dead(self, msg: tuple[int, int, int, Any]) -> None:
         saved, self._state = self._state, EXITED
@@ -471,4 +501,6 @@ _HOOKS = {
     "name-lost": "on_name_lost",
     "member": "on_member",
     "channel": "on_channel",
+    "coord": "on_coord",
+    "group": "on_group",
 }

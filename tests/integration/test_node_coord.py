@@ -112,3 +112,31 @@ def _outcome(node: Node, h: int, key: str, seconds: float, backend: str) -> obje
         return node.call(h, "hold", key, seconds, backend, timeout=30)
     except CallError as exc:
         return exc
+
+
+class Watcher(sc.Member):
+    def on_start(self, *args: object) -> None:
+        self.states: list[str] = []
+
+    def on_coord(self, state: str) -> None:
+        self.states.append(state)
+
+    @expose
+    def seen(self) -> list[str]:
+        return list(self.states)
+
+    @expose
+    def master(self) -> bool:
+        return self.is_master()
+
+
+def test_services_hear_of_a_suspended_and_reconnected_session(znode: Node, faults) -> None:
+    w = znode.newservice(Watcher)
+    wait_for(lambda: znode.call(w, "master"), timeout=20)  # the only node: master
+    faults.stop_zk()
+    try:
+        wait_for(lambda: "suspended" in znode.call(w, "seen"), timeout=20)
+        assert znode.call(w, "master") is False  # the lease ended with the connection
+    finally:
+        faults.start_zk()
+    wait_for(lambda: znode.call(w, "seen")[-1:] == ["reconnected"], timeout=30)

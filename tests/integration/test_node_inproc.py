@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from harbor import InprocHub, InprocTransport
-from node import CallError, Node, NodeDown, Service, expose
+from node import CallError, Node, NodeDown, Service, expose, launchable
 from node.message import REPLY, SOCKET, SYSTEM, TIMER
 from tests.conftest import wait_for
 
@@ -51,6 +51,17 @@ class Echo(Service):
 
     def on_socket_data(self, sock_id: int, data: bytes) -> None:
         self.seen.append(("socket", data))
+
+
+@launchable
+class Placed(Echo):
+    pass
+
+
+class Spawner(Service):
+    @expose
+    async def place(self, cls: str, node: int, *args: Any) -> int:
+        return await self.newservice(cls, *args, node=node)
 
 
 class Pair:
@@ -159,3 +170,21 @@ def test_a_node_lost_from_the_hub_fails_pending_calls(pair: Pair) -> None:
     assert isinstance(result[0], Exception) and "NodeDown" in repr(result[0])
     with pytest.raises(NodeDown):
         a.call(eb, "echo", 1)
+
+
+def test_newservice_on_another_node_starts_only_allowed_classes(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    spawner = a.newservice(Spawner)
+    placed = a.call(spawner, "place", f"{__name__}:Placed", 2)
+    assert placed >> 32 == 2 and a.call(placed, "echo", "there") == "there"
+    assert b.service(placed) is not None
+    # Not launchable, not in b's config: refused before anything is imported.
+    for path in (f"{__name__}:Echo", "os:system", "no_such_module_xyz:Evil"):
+        with pytest.raises(CallError) as info:
+            a.call(spawner, "place", path, 2)
+        assert info.value.remote_type == "CallError" and "PermissionError" in str(info.value)
+    import sys
+
+    assert "no_such_module_xyz" not in sys.modules
+    b.allow(f"{__name__}:Echo")  # what a config `services` entry does
+    assert a.call(spawner, "place", f"{__name__}:Echo", 2) >> 32 == 2

@@ -140,3 +140,49 @@ def test_bank_audit_catches_transfers_without_locks(node: Node, monkeypatch) -> 
     monkeypatch.setattr(bank_mod, "Teller", UnlockedTeller)
     summary = run(node, accounts=4, transfers=400, threads=8)
     assert not summary["ok"]  # lost updates: the invariant check sees the total move
+
+
+def test_fetcher_offloads_a_real_blocking_http_client(node: Node) -> None:
+    """A local HTTP server that answers slowly: fetches wait on the offload pool while
+    the node keeps answering other calls."""
+    import http.server
+    import time
+
+    from examples.fetcher import Fetcher
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            time.sleep(0.4)
+            body = b"hello from a slow server"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        f = node.newservice(Fetcher)
+        results: list = []
+        threads = [threading.Thread(target=lambda: results.append(node.call(f, "fetch", url)))
+                   for _ in range(4)]
+        for t in threads:
+            t.start()
+        t0 = time.monotonic()
+        answered = 0
+        while time.monotonic() - t0 < 0.3:  # two workers, four blocked fetches: still serving
+            assert node.call(f, "count") == 0
+            answered += 1
+        assert answered > 10
+        for t in threads:
+            t.join(10)
+        assert [r["status"] for r in results] == [200] * 4
+        assert results[0]["body"] == "hello from a slow server"
+        assert node.call(f, "count") == 4
+    finally:
+        server.shutdown()
+        server.server_close()
