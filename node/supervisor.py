@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .address import format_handle, node_of
-from .errors import NodeDown
+from .errors import CallTimeout, NodeDown
 from .service import Service, expose
 
 __all__ = ["ChildSpec", "Supervisor"]
@@ -54,6 +54,7 @@ class _Options:
     name_wait: float = 30.0  # seconds to wait for a global name's old holder to let go
 
 
+_ENDED = "supervisor:child-ended"  # wait/wakeup token tag: (_ENDED, handle)
 _POLL = 0.02  # seconds between looks at a child being stopped or a name being freed
 
 
@@ -221,6 +222,7 @@ class Supervisor(Service):
         child.handle, child.last_handle, child.last_exit = None, handle, reason
         if child.state == "stopping":
             child.state = "stopped"
+            self.wakeup((_ENDED, handle))  # _end_child waits for this
             return
         remote = node_of(handle) != self._my_node
         if reason == "nodedown" or (remote and reason == "stop"):
@@ -434,21 +436,30 @@ class Supervisor(Service):
             return
         child.state = "stopping"
         self.kill(h)
-        local = node_of(h) == self._my_node
-        deadline = time.monotonic() + child.spec.shutdown
-        while time.monotonic() < deadline:
-            if self._live and h not in self._by_handle:
-                break
-            if not self._live and (not local or h not in self._services):
-                break
-            await self.sleep(_POLL)
-        else:
+        if not await self._ended(h, child.spec.shutdown):
             self.log(f"child {child.id!r} did not end within {child.spec.shutdown}s",
                      level="warning")
         if self._by_handle.get(h) is child:
             del self._by_handle[h]
             self.demonitor(h)
         child.handle, child.last_handle, child.state = None, h, "stopped"
+
+    async def _ended(self, h: int, timeout: float) -> bool:
+        """Whether the child ``h`` (killed just now) ended within ``timeout`` seconds."""
+        if self._live:  # its on_down wakes us (it cannot come before: we are running)
+            try:
+                await self.wait((_ENDED, h), timeout=timeout)
+            except CallTimeout:
+                return False
+            return True
+        if node_of(h) != self._my_node:
+            return True  # not observable here: the kill was sent, in order
+        deadline = time.monotonic() + timeout
+        while h in self._services:  # the node's table: a local child leaves it when it ends
+            if time.monotonic() >= deadline:
+                return False
+            await self.sleep(_POLL)
+        return True
 
     def _find(self, child_id: str) -> _Child:
         for c in self._children:
