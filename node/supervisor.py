@@ -96,8 +96,11 @@ class ChildSpec:
             unknown = set(value) - {"class", "args", "id", "name", "restart", "node", "shutdown"}
             if unknown or "class" not in value:
                 raise ValueError(f"child spec {dict(value)!r}: needs 'class'; unknown {unknown}")
+            args = value.get("args", ())
+            if not isinstance(args, list | tuple):
+                raise TypeError(f"child spec args must be a list, not {args!r}")
             spec = ChildSpec(
-                value["class"], tuple(value.get("args", ())), value.get("id"), value.get("name"),
+                value["class"], tuple(args), value.get("id"), value.get("name"),
                 value.get("restart", "permanent"), value.get("node"), value.get("shutdown", 5.0),
             )
         else:
@@ -112,6 +115,10 @@ class ChildSpec:
                 raise ValueError(f"child class {self.cls!r} must look like 'module:Class'")
         elif not (isinstance(self.cls, type) and issubclass(self.cls, Service)):
             raise TypeError(f"child class {self.cls!r} is not a Service subclass")
+        if not isinstance(self.args, tuple):
+            raise TypeError(f"child args must be a tuple, not {self.args!r}")
+        if self.id is not None and (not isinstance(self.id, str) or not self.id):
+            raise ValueError(f"child id must be a non-empty string, not {self.id!r}")
         if self.restart not in RESTARTS:
             raise ValueError(f"restart must be one of {RESTARTS}, not {self.restart!r}")
         if self.node is not None and (isinstance(self.node, bool) or not isinstance(self.node, int)
@@ -186,7 +193,7 @@ class Supervisor(Service):
         self, children: Sequence[ChildSpec | Mapping[str, Any]],
         options: Mapping[str, Any] | None = None,
     ) -> None:
-        self._opts = _options(options or {})
+        self._opts = _options({} if options is None else options)
         self._children = _children(children)
         self._by_handle: dict[int, _Child] = {}
         self._restart_log: deque[float] = deque()  # times of restarts within the period
@@ -338,9 +345,9 @@ class Supervisor(Service):
                     return False
                 if failed or attempt:
                     await self.sleep(self._backoff(child))
-                await self._name_released(child)
                 child.restarts += 1
                 child.restarted_at.append(round(self.now(), 4))
+            await self._name_released(child)  # no-op unless an earlier instance had it
             attempt += 1
             target = self._placement(child)
             try:
