@@ -23,6 +23,7 @@ from node import (
     Supervisor,
     expose,
 )
+from node._child_spec import Child
 from tests.conftest import wait_for
 
 # What the workers did, per test key: ("start"|"started"|"stop"|"stopped", tag). One process.
@@ -221,13 +222,13 @@ def test_backoff_delays_are_jittered_and_capped(node: Node) -> None:
     sup = node.newservice(Supervisor, [], {
         "backoff_base": 0.1, "backoff_factor": 2.0, "backoff_max": 1.0, "jitter": 0.5})
     svc: Any = node.service(sup)
-    child = supervisor_module._Child("x", ChildSpec(Worker))
+    child = Child("x", ChildSpec(Worker))
     nominal = [min(1.0, 0.1 * 2**n) for n in range(8)]
     scale = [svc._backoff(child) / d for d in nominal]  # touches only child and the rng
     assert all(0.5 <= f <= 1.5 for f in scale), scale
     assert len({round(f, 6) for f in scale}) > 1  # jittered, not a fixed multiple
     exact = node.service(node.newservice(Supervisor, [], {"jitter": 0.0, "backoff_max": 0.3}))
-    child = supervisor_module._Child("y", ChildSpec(Worker))
+    child = Child("y", ChildSpec(Worker))
     assert [round(exact._backoff(child), 6) for _ in range(5)] == [0.05, 0.1, 0.2, 0.3, 0.3]  # type: ignore[union-attr]
 
 
