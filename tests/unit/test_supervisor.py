@@ -3,6 +3,7 @@ ordered start and shutdown, failing starts, global names, bad specs."""
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
@@ -389,3 +390,24 @@ def _log(log_path: Path, text: str) -> bool:
     except AssertionError:
         return False
     return True
+
+
+def test_supervisor_from_node_config(key: str, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # The JSON-able form: what SKYMESH_SERVICES or a TOML [[services]] table holds.
+    for var in [v for v in os.environ if v.startswith("SKYMESH_")]:
+        monkeypatch.delenv(var)
+    path = f"{Worker.__module__}:Worker"
+    node = Node.from_config({"log_file": str(tmp_path / "n.log"), "services": [{
+        "class": "node:Supervisor", "name": ".sup",
+        "args": [[{"class": path, "args": [key, "a"], "id": "a"},
+                  {"class": path, "args": [key, "b"], "id": "b", "restart": "transient"}],
+                 {"strategy": "rest_for_one", "intensity": 5}],
+    }]})
+    try:
+        before = handles(node, node.resolve(".sup"))
+        node.kill(before["a"])
+        after = settled(node, node.resolve(".sup"), ["a", "b"], before)
+        assert after["b"]["restarts"] == 1
+    finally:
+        node.stop()
