@@ -1,18 +1,26 @@
 """Cross-node benchmarks (issue 4): two node processes over the real harbor.
 
-Run: ``python -m bench.cluster [--n 300000] [--calls 20000]``. Starts ZooKeeper
-and Redis with scripts/servers.sh if they are not up. One JSON line per
-figure; the raw pyzmq limits (PUSH/PULL one per frame and 100 per frame, a
-DEALER/ROUTER round trip) are measured in the same run.
+Run: ``python -m bench.cluster [--n 300000] [--calls 20000] [--curve off|on|both]``.
+Starts ZooKeeper and Redis with scripts/servers.sh if they are not up. One
+JSON line per figure; the raw pyzmq limits (PUSH/PULL one per frame and 100
+per frame, a DEALER/ROUTER round trip) are measured in the same run.
+
+``--curve on`` runs both nodes with cluster credentials (a keys directory from
+:func:`harbor.keys.generate`, given as ``keys_dir``/``SKYMESH_KEYS_DIR``): the
+harbor speaks CURVE; figures get a ``_curve`` suffix and the raw pyzmq figures
+are measured with CURVE too. ``both`` measures off then on in one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -54,13 +62,10 @@ def servers_env() -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.split())
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--n", type=int, default=300_000)
-    p.add_argument("--calls", type=int, default=20_000)
-    p.add_argument("--callers", type=int, default=32)
-    args = p.parse_args()
-    env = servers_env()
+def run(args: argparse.Namespace, env: dict[str, str], keys_dir: str | None) -> None:
+    """The cross-node figures, with CURVE when ``keys_dir`` is given."""
+    sfx = "_curve" if keys_dir else ""
+    secure: dict[str, Any] = {"keys_dir": keys_dir} if keys_dir else {}
     cluster = f"bench{uuid.uuid4().hex[:8]}"
     penv = {k: v for k, v in os.environ.items() if not k.startswith("SKYMESH_")}
     penv.update(env)
@@ -68,9 +73,11 @@ def main() -> None:
         "PYTHONPATH": str(ROOT), "SKYMESH_CLUSTER": cluster, "SKYMESH_NODE_ID": "1",
         "SKYMESH_SERVICES": "bench.cluster_services:Sink", "SKYMESH_LOG_FILE": "/dev/null",
     })
+    if keys_dir:
+        penv["SKYMESH_KEYS_DIR"] = keys_dir
     remote = subprocess.Popen([sys.executable, "-m", "node.cli", "node"], env=penv, cwd=ROOT)
     node = Node(node_id=2, workers=2, cluster=cluster, zk_hosts=env["SKYMESH_ZK_HOSTS"],
-                log_file="/dev/null", call_timeout=120)
+                log_file="/dev/null", call_timeout=120, **secure)
     node.start()
     try:
         deadline = time.monotonic() + 60
@@ -89,15 +96,13 @@ def main() -> None:
         node.call(b, "blast", sink, args.n, timeout=600)
         count, _ = node.call(sink, "until", args.n, timeout=600)
         v = count / (time.perf_counter() - t0)
-        emit("cluster_oneway_msgs", v, "msgs/s")
+        emit(f"cluster_oneway_msgs{sfx}", v, "msgs/s")
         # sequential round trip
         elapsed = node.call(b, "calls", sink, args.calls, timeout=600)
-        emit("cluster_call_rtt", elapsed / args.calls * 1e6, "us")
+        emit(f"cluster_call_rtt{sfx}", elapsed / args.calls * 1e6, "us")
         # concurrent callers
         callers = [node.newservice(Blaster) for _ in range(args.callers)]
         per = max(1, args.calls // args.callers * 4)
-        import threading
-
         t0 = time.perf_counter()
         threads = [threading.Thread(target=node.call, args=(c, "calls", sink, per),
                                     kwargs={"timeout": 600}) for c in callers]
@@ -106,18 +111,40 @@ def main() -> None:
         for t in threads:
             t.join()
         v = per * len(callers) / (time.perf_counter() - t0)
-        emit("cluster_calls_concurrent", v, "calls/s", callers=len(callers))
+        emit(f"cluster_calls_concurrent{sfx}", v, "calls/s", callers=len(callers))
     finally:
         node.stop()
         remote.terminate()
         remote.wait(30)
-    # raw limits, same run
+    # raw limits, same run (CURVE key pairs of their own when this run is secure)
     from bench import zmq_baseline as zb
 
-    emit("pyzmq_push_pull_1_per_frame", zb.push_pull(args.n, 1), "msgs/s")
-    emit("pyzmq_push_pull_100_per_frame", zb.push_pull(args.n, 100), "msgs/s")
-    mean, p99 = zb.dealer_router(max(2000, args.calls // 4))
-    emit("pyzmq_dealer_router_rtt", mean, "us", p99=round(p99, 2))
+    curve = zb.curve_keys() if keys_dir else None
+    emit(f"pyzmq_push_pull_1_per_frame{sfx}", zb.push_pull(args.n, 1, curve), "msgs/s")
+    emit(f"pyzmq_push_pull_100_per_frame{sfx}", zb.push_pull(args.n, 100, curve), "msgs/s")
+    mean, p99 = zb.dealer_router(max(2000, args.calls // 4), curve)
+    emit(f"pyzmq_dealer_router_rtt{sfx}", mean, "us", p99=round(p99, 2))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=300_000)
+    p.add_argument("--calls", type=int, default=20_000)
+    p.add_argument("--callers", type=int, default=32)
+    p.add_argument("--curve", choices=("off", "on", "both"), default="off")
+    args = p.parse_args()
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.curve]
+    if True in modes and "keys_dir" not in inspect.signature(Node).parameters:
+        sys.exit("--curve needs a node with a keys_dir setting (issue 10 wiring)")
+    env = servers_env()
+    for on in modes:
+        if not on:
+            run(args, env, None)
+            continue
+        from harbor.keys import generate
+
+        with tempfile.TemporaryDirectory() as tmp:
+            run(args, env, str(generate(f"{tmp}/keys", node_ids=[1, 2])))
 
 
 if __name__ == "__main__":

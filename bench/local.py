@@ -124,6 +124,84 @@ class Spawner(Service):
         return time.perf_counter() - t0
 
 
+class Ring(Service):
+    """One of N services passing tokens around a ring; also arms one timer each."""
+
+    def on_start(self) -> None:
+        self.next = 0
+        self.fired = 0.0
+
+    @expose
+    def link(self, nxt):
+        self.next = nxt
+
+    @expose
+    def token(self, hops, done):
+        if hops:
+            self.send(self.next, "token", hops - 1, done)
+        else:
+            done.set()
+
+    @expose
+    def arm(self, delay, counter):
+        self.timeout(delay, self._fired, counter)
+
+    def _fired(self, counter):
+        self.fired = time.perf_counter()
+        counter.append(self.fired)
+
+
+class RingSpawner(Service):
+    @expose
+    async def spawn(self, n):
+        t0 = time.perf_counter()
+        handles = [await self.newservice(Ring) for _ in range(n)]
+        return time.perf_counter() - t0, handles
+
+
+def many_services(n: int, w: int, weights: tuple[int, ...] | None, base: float) -> None:
+    """``--services N``: N services in one node: spawn, memory, a ring of messages
+    through all of them, and N timers in the heap at once."""
+    with Node.standalone(workers=w, log_file="/dev/null", call_timeout=600,
+                         weights=weights) as node:
+        sp = node.newservice(RingSpawner)
+        gc.collect()
+        before = rss_kb()
+        elapsed, handles = node.call(sp, "spawn", n, timeout=1200)
+        gc.collect()
+        after = rss_kb()
+        emit("services_spawn_rate", n / elapsed, "services/s", workers=w, services=n)
+        emit("services_rss_per_service", (after - before) * 1024 / n, "bytes", services=n)
+        for a, b in zip(handles, handles[1:] + handles[:1], strict=True):
+            node.send(a, "link", b)
+        node.call(handles[-1], "link", handles[0])  # every link queued before is done
+        # Tokens: 64 concurrent tokens, each hopping through the whole ring.
+        tokens = 64
+        hops = max(n // 4, 1000)
+        events = [threading.Event() for _ in range(tokens)]
+        t0 = time.perf_counter()
+        for i, ev in enumerate(events):
+            node.send(handles[(i * n) // tokens], "token", hops, ev)
+        for ev in events:
+            ev.wait(1200)
+        v = tokens * hops / (time.perf_counter() - t0)
+        emit("services_ring_msgs", v, "msgs/s", services=n, tokens=tokens,
+             ratio_to_baseline=round(v / base, 3))
+        # Timers: one per service, all due in 2 s; how late is the last one?
+        fired: list[float] = []
+        delay = 2.0
+        t0 = time.perf_counter()
+        for h in handles:
+            node.send(h, "arm", delay, fired)
+        deadline = time.monotonic() + 600
+        while len(fired) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        emit("services_timers_fired", len(fired), "timers", services=n)
+        late = (max(fired) - t0 - delay) * 1000 if fired else -1.0
+        emit("services_timer_last_lateness", late, "ms", services=n,
+             queue_after=node.stats()["global_queue"], heap_after=node.stats()["timers"])
+
+
 def rss_kb() -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -139,6 +217,8 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=200_000)
     p.add_argument("--spawn", type=int, default=100_000)
     p.add_argument("--weights", help="worker weights, e.g. 0,0 (default: skynet's table)")
+    p.add_argument("--services", type=int, default=0,
+                   help="instead: N services in one node (spawn, memory, ring, timers)")
     args = p.parse_args()
     weights = tuple(int(x) for x in args.weights.split(",")) if args.weights else None
     if weights is not None:
@@ -146,6 +226,9 @@ def main() -> None:
     w, n = args.workers, args.n
     base = baseline(n)
     emit("baseline_deque_loop", base, "msgs/s", workers=0)
+    if args.services:
+        many_services(args.services, w, weights, base)
+        return
 
     with Node.standalone(workers=w, log_file="/dev/null", call_timeout=60,
                          weights=weights) as node:

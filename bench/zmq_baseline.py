@@ -10,7 +10,12 @@ by the time from the sender's first send to the receiver's last message
 - ``pyzmq_dealer_router_rtt``: DEALER -> ROUTER echo round trip, mean and p99;
 - ``harbor_zmq_transport_one_way``: ZmqTransport to ZmqTransport.
 
-Run from the repository root: ``python bench/zmq_baseline.py [--quick]``.
+Each figure is measured twice: plain, and with CURVE (``..._curve``): raw
+pyzmq with a CURVE key pair per side and no ZAP handler (the cost of the
+encryption alone), harbor with credentials from :func:`harbor.keys.generate`
+(encryption plus its ZAP handler and per-frame User-Id check).
+
+Run from the repository root: ``python bench/zmq_baseline.py [--quick] [--curve off|on|both]``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import multiprocessing as mp
 import statistics
 import sys
+import tempfile
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -29,6 +35,27 @@ import zmq
 
 ROOT = str(Path(__file__).resolve().parents[1])
 MSG = (2 << 32 | 1, 1 << 32 | 1, 0, 0, ("ping", [1, "x"]))
+# Raw CURVE: (server public, server secret, client public, client secret), z85 bytes;
+# None for plain sockets. Made once per run and passed to the children.
+Curve = tuple[bytes, bytes, bytes, bytes] | None
+
+
+def curve_keys() -> Curve:
+    """Fresh key pairs for a raw CURVE server and client."""
+    sp, ss = zmq.curve_keypair()
+    cp, cs = zmq.curve_keypair()
+    return sp, ss, cp, cs
+
+
+def _server(sock: zmq.Socket[bytes], curve: Curve) -> None:
+    if curve is not None:
+        sock.curve_server = True
+        sock.curve_secretkey = curve[1]
+
+
+def _client(sock: zmq.Socket[bytes], curve: Curve) -> None:
+    if curve is not None:
+        sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = curve[0], *curve[2:]
 
 
 def quiet(_line: str) -> None:
@@ -39,9 +66,10 @@ def emit(name: str, value: float, unit: str) -> None:
     print(json.dumps({"name": name, "value": round(value, 2), "unit": unit}), flush=True)
 
 
-def _pull_child(conn: Connection, n: int, per_frame: int) -> None:
+def _pull_child(conn: Connection, n: int, per_frame: int, curve: Curve) -> None:
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
+    _server(pull, curve)
     port = pull.bind_to_random_port("tcp://127.0.0.1")
     conn.send(port)
     got = 0
@@ -55,14 +83,15 @@ def _pull_child(conn: Connection, n: int, per_frame: int) -> None:
     ctx.term()
 
 
-def push_pull(n: int, per_frame: int) -> float:
-    """msgs/s through a plain PUSH/PULL pair, ``per_frame`` messages per frame."""
+def push_pull(n: int, per_frame: int, curve: Curve = None) -> float:
+    """msgs/s through a PUSH/PULL pair, ``per_frame`` messages per frame (CURVE if given)."""
     parent, child = mp.Pipe()
-    proc = mp.get_context("spawn").Process(target=_pull_child, args=(child, n, per_frame))
+    proc = mp.get_context("spawn").Process(target=_pull_child, args=(child, n, per_frame, curve))
     proc.start()
     port = parent.recv()
     ctx = zmq.Context()
     push = ctx.socket(zmq.PUSH)
+    _client(push, curve)
     push.connect(f"tcp://127.0.0.1:{port}")
     time.sleep(0.2)  # let the connection come up: connecting is not what is measured
     started = time.monotonic()
@@ -80,9 +109,10 @@ def push_pull(n: int, per_frame: int) -> float:
     return rate
 
 
-def _echo_child(conn: Connection) -> None:
+def _echo_child(conn: Connection, curve: Curve) -> None:
     ctx = zmq.Context()
     router = ctx.socket(zmq.ROUTER)
+    _server(router, curve)
     port = router.bind_to_random_port("tcp://127.0.0.1")
     conn.send(port)
     while True:
@@ -94,14 +124,15 @@ def _echo_child(conn: Connection) -> None:
     ctx.term()
 
 
-def dealer_router(n: int) -> tuple[float, float]:
+def dealer_router(n: int, curve: Curve = None) -> tuple[float, float]:
     """Mean and p99 round trip (µs) of one small message DEALER -> ROUTER -> DEALER."""
     parent, child = mp.Pipe()
-    proc = mp.get_context("spawn").Process(target=_echo_child, args=(child,))
+    proc = mp.get_context("spawn").Process(target=_echo_child, args=(child, curve))
     proc.start()
     port = parent.recv()
     ctx = zmq.Context()
     dealer = ctx.socket(zmq.DEALER)
+    _client(dealer, curve)
     dealer.connect(f"tcp://127.0.0.1:{port}")
     data = msgpack.packb(MSG, use_bin_type=True)
     samples = []
@@ -119,9 +150,10 @@ def dealer_router(n: int) -> tuple[float, float]:
     return statistics.fmean(samples), samples[int(len(samples) * 0.99)]
 
 
-def _harbor_child(conn: Connection, n: int) -> None:
+def _harbor_child(conn: Connection, n: int, keys: str | None) -> None:
     sys.path.insert(0, ROOT)
     from harbor import PeerInfo, ZmqTransport
+    from harbor.keys import load
 
     state: dict[str, Any] = {"got": 0, "last": 0.0}
 
@@ -129,11 +161,12 @@ def _harbor_child(conn: Connection, n: int) -> None:
         state["got"] += len(msgs)
         state["last"] = time.monotonic()
 
-    t = ZmqTransport(2, 2, deliver, lambda *_: None, lambda *_: None, log=quiet)
+    creds = load(keys, 2) if keys else None
+    t = ZmqTransport(2, 2, deliver, lambda *_: None, lambda *_: None, log=quiet, credentials=creds)
     t.start()
     conn.send(t.endpoints)
     other = conn.recv()
-    t.set_peers({1: PeerInfo(1, other["pull"], other["pub"])})
+    t.set_peers({1: PeerInfo(1, other["pull"], other["pub"], other.get("key", ""))})
     conn.send("ready")
     started: float = conn.recv()
     while state["got"] < n:
@@ -142,18 +175,25 @@ def _harbor_child(conn: Connection, n: int) -> None:
     t.stop()
 
 
-def harbor_one_way(n: int) -> float:
-    """msgs/s from one ZmqTransport to another in another process, counted at the receiver."""
+def harbor_one_way(n: int, keys: str | None = None) -> float:
+    """msgs/s from one ZmqTransport to another in another process, counted at the receiver.
+
+    ``keys``: a directory from :func:`harbor.keys.generate` (nodes 1 and 2): CURVE on.
+    """
     sys.path.insert(0, ROOT)
     from harbor import PeerInfo, ZmqTransport
+    from harbor.keys import load
 
     parent, child = mp.Pipe()
-    proc = mp.get_context("spawn").Process(target=_harbor_child, args=(child, n))
+    proc = mp.get_context("spawn").Process(target=_harbor_child, args=(child, n, keys))
     proc.start()
     other = parent.recv()
-    t = ZmqTransport(1, 1, lambda *_: None, lambda *_: None, lambda *_: None, log=quiet)
+    creds = load(keys, 1) if keys else None
+    t = ZmqTransport(
+        1, 1, lambda *_: None, lambda *_: None, lambda *_: None, log=quiet, credentials=creds
+    )
     t.start()
-    t.set_peers({2: PeerInfo(2, other["pull"], other["pub"])})
+    t.set_peers({2: PeerInfo(2, other["pull"], other["pub"], other.get("key", ""))})
     parent.send(t.endpoints)
     parent.recv()
     time.sleep(0.2)  # let the connections come up: connecting is not what is measured
@@ -170,13 +210,25 @@ def harbor_one_way(n: int) -> float:
 
 def main() -> None:
     quick = "--quick" in sys.argv
+    mode = sys.argv[sys.argv.index("--curve") + 1] if "--curve" in sys.argv else "both"
     k = 10 if quick else 1
-    emit("pyzmq_push_pull_1_per_frame", push_pull(300_000 // k, 1), "msgs/s")
-    emit("pyzmq_push_pull_100_per_frame", push_pull(3_000_000 // k, 100), "msgs/s")
-    mean, p99 = dealer_router(20_000 // k)
-    emit("pyzmq_dealer_router_rtt_mean", mean, "us")
-    emit("pyzmq_dealer_router_rtt_p99", p99, "us")
-    emit("harbor_zmq_transport_one_way", harbor_one_way(1_000_000 // k), "msgs/s")
+    for on in {"off": [False], "on": [True], "both": [False, True]}[mode]:
+        sfx = "_curve" if on else ""
+        curve = curve_keys() if on else None
+        emit(f"pyzmq_push_pull_1_per_frame{sfx}", push_pull(300_000 // k, 1, curve), "msgs/s")
+        v = push_pull(3_000_000 // k, 100, curve)
+        emit(f"pyzmq_push_pull_100_per_frame{sfx}", v, "msgs/s")
+        mean, p99 = dealer_router(20_000 // k, curve)
+        emit(f"pyzmq_dealer_router_rtt_mean{sfx}", mean, "us")
+        emit(f"pyzmq_dealer_router_rtt_p99{sfx}", p99, "us")
+        with tempfile.TemporaryDirectory() as tmp:
+            keys = None
+            if on:
+                from harbor.keys import generate
+
+                keys = str(generate(f"{tmp}/keys", node_ids=[1, 2]))
+            v = harbor_one_way(1_000_000 // k, keys)
+        emit(f"harbor_zmq_transport_one_way{sfx}", v, "msgs/s")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,10 +16,10 @@ from kazoo.exceptions import (
 )
 from kazoo.handlers.threading import KazooTimeoutError
 
-from coord._runtime import SerialWorker, log
+from coord._runtime import SerialWorker, Timer, TimerHandle, log
 from coord.errors import CoordError, CoordUnavailable
 
-__all__ = ["WatchedDir", "seq_of", "zk_errors"]
+__all__ = ["RefreshRetry", "WatchedDir", "seq_of", "session_id", "zk_errors"]
 
 _UNAVAILABLE = (ConnectionLoss, SessionExpiredError, OperationTimeoutError, KazooTimeoutError)
 
@@ -34,6 +35,14 @@ def zk_errors(what: str) -> Iterator[None]:
         raise CoordError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
+def session_id(client: Any) -> int:
+    """The kazoo client's session id; ``ConnectionLoss`` while it is not connected."""
+    cid = client.client_id
+    if cid is None:
+        raise ConnectionLoss("not connected")
+    return int(cid[0])
+
+
 def seq_of(name: str) -> int:
     """The sequence number ZooKeeper appended to a sequential node's name."""
     return int(name[-10:])
@@ -42,13 +51,67 @@ def seq_of(name: str) -> int:
 Items = dict[str, bytes | None]
 
 
+class RefreshRetry:
+    """Re-runs a failed cache refresh until one succeeds (issue 15).
+
+    A watch fires once: a refresh that fails after it (a timeout under load,
+    a connection loss, an unreadable child) leaves the cache stale until some
+    unrelated change fires the next one, possibly never. So every failure
+    schedules another refresh, 0.2 s doubling to 5 s with ±20 % jitter. The
+    first failure of a streak is logged at warning, the recovery at info, the
+    failures between at debug. Only the worker calls :meth:`failed` and
+    :meth:`succeeded`; the timer thread only clears ``_pending`` and posts.
+    """
+
+    BASE = 0.2
+    CAP = 5.0
+
+    def __init__(self, what: str, timer: Timer, post: Callable[[], None]) -> None:
+        self._what = what
+        self._timer = timer
+        self._post = post
+        self.failures = 0  # failed refreshes in the current streak (read by tests)
+        # Invariant: at most one retry is scheduled at a time.
+        self._pending: TimerHandle | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        """Note a failed refresh and schedule the next try (on the worker)."""
+        self.failures += 1
+        if self.failures == 1:
+            log.warning(
+                "coord: refresh of %s failed (%r); retrying until it succeeds", self._what, exc
+            )
+        else:
+            log.debug("coord: refresh of %s failed again (%r)", self._what, exc)
+        if self._pending is None:
+            delay = min(self.CAP, self.BASE * 2 ** min(self.failures - 1, 10))
+            self._pending = self._timer.call_later(delay * random.uniform(0.8, 1.2), self._fire)
+
+    def _fire(self) -> None:
+        # Timer thread. A retry racing a successful refresh only costs one extra read.
+        self._pending = None
+        self._post()
+
+    def succeeded(self) -> None:
+        """End a failure streak, if any (on the worker)."""
+        if self.failures:
+            log.info(
+                "coord: refresh of %s succeeded after %d failed tries", self._what, self.failures
+            )
+            self.failures = 0
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+
+
 class WatchedDir:
     """The children of one znode (and optionally their data), kept fresh by watches.
 
     Watches only post a refresh to the coordinator's serial worker; the
     refresh reads ZooKeeper there and calls ``on_change(old, new)`` when the
-    content differs. After a connection problem the owner calls
-    :meth:`refresh` again (on CONNECTED), since watches may be gone.
+    content differs. A failed refresh is retried with backoff until one
+    succeeds (:class:`RefreshRetry`). After a connection problem the owner
+    also calls :meth:`refresh` again (on CONNECTED), since watches may be gone.
     """
 
     def __init__(
@@ -58,6 +121,7 @@ class WatchedDir:
         worker: SerialWorker,
         with_data: bool,
         on_change: Callable[[Items, Items], None],
+        timer: Timer,
     ) -> None:
         self.path = path
         self.items: Items = {}
@@ -68,6 +132,7 @@ class WatchedDir:
         self.closed = False
         # One bound-method object, so kazoo's watcher sets dedupe repeated watches.
         self._watch = self._on_watch
+        self.retry = RefreshRetry(path, timer, self.post_refresh)
 
     def _on_watch(self, _event: object) -> None:
         # Runs on kazoo's thread: never block here.
@@ -87,8 +152,9 @@ class WatchedDir:
         except NoNodeError:
             new = {}
         except (KazooException, KazooTimeoutError) as exc:
-            log.debug("coord: refresh of %s failed: %r", self.path, exc)
+            self.retry.failed(exc)
             return
+        self.retry.succeeded()
         old, self.items = self.items, new
         if old != new:
             self._on_change(old, new)

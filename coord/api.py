@@ -82,9 +82,11 @@ class Health(enum.Enum):
     SUSPENDED: the connection dropped but the session may still be alive.
         Names and groups may vanish if it expires; ZooKeeper locks are
         unsafe (``Held.valid`` is False) but not yet reported lost; the
-        master has stepped down already. Blocking calls raise
-        ``CoordUnavailable``. Redis locks are unaffected.
-    LOST: the session expired. Every ephemeral entry (membership, names,
+        master has stepped down already. Blocking calls (names, groups,
+        config) wait for the session to come back, up to the session
+        timeout, then raise ``CoordUnavailable``. Redis locks are unaffected.
+    LOST: the session expired; blocking calls raise ``CoordUnavailable``
+        until the new session is up. Every ephemeral entry (membership, names,
         groups, ZooKeeper locks, election candidacy) is gone and ZooKeeper
         locks were reported lost. Once a new session is up the coordinator
         re-registers membership, names and groups (``on_name_lost`` for a
@@ -115,6 +117,9 @@ class CoordListener(Protocol):
     def on_config(self, key: str, value: Any) -> None:
         """A watched config key changed (``value`` None when deleted)."""
 
+    def on_group(self, group: str, joined: list[int], left: list[int]) -> None:
+        """Members (handles, sorted) joined or left ``group``, as the cache saw it."""
+
     def on_master(self, is_master: bool, epoch: int, master_id: int | None) -> None:
         """Mastership changed: this node's role, the term's epoch, the master."""
 
@@ -135,6 +140,9 @@ class BaseListener:
         """Do nothing."""
 
     def on_config(self, key: str, value: Any) -> None:
+        """Do nothing."""
+
+    def on_group(self, group: str, joined: list[int], left: list[int]) -> None:
         """Do nothing."""
 
     def on_master(self, is_master: bool, epoch: int, master_id: int | None) -> None:
@@ -196,8 +204,13 @@ class Coordinator(ABC):
     ) -> NodeInfo:
         """Join the cluster (blocking) and return this node's :class:`NodeInfo`.
 
-        ``node_id=None`` allocates a fresh unique id. Raises ``NodeIdTaken``
-        if a live node uses ``node_id``, ``CoordUnavailable`` if unreachable.
+        ``node_id=None`` allocates a fresh unique id. If ``node_id`` is still
+        held, the holder counts as live when one of its TCP ``endpoints``
+        accepts a connection: ``NodeIdTaken`` at once. Otherwise it may be a
+        killed predecessor whose session has not expired yet: one warning is
+        logged and the call waits (about the session timeout plus a margin)
+        for the id to be freed, then joins, or raises ``NodeIdTaken``.
+        ``CoordUnavailable`` if unreachable.
         """
 
     @abstractmethod

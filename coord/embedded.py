@@ -99,10 +99,15 @@ class EmbeddedCoordinator(CoordBase):
         with self._cond:
             for name in [n for n, h in self._names.items() if h == handle]:
                 del self._names[name]
+            left = []
             for group in list(self._groups):
+                if handle in self._groups[group]:
+                    left.append(group)
                 self._groups[group].discard(handle)
                 if not self._groups[group]:
                     del self._groups[group]
+        for group in left:
+            self._emit("on_group", group, [], [handle])
 
     def query_name(self, name: str) -> int | None:
         """The handle bound to ``name``, or None."""
@@ -125,16 +130,23 @@ class EmbeddedCoordinator(CoordBase):
         """Add ``handle`` to ``group``."""
         self._check()
         with self._cond:
-            self._groups.setdefault(group, set()).add(handle)
+            members = self._groups.setdefault(group, set())
+            new = handle not in members
+            members.add(handle)
+        if new:
+            self._emit("on_group", group, [handle], [])
 
     def leave_group(self, group: str, handle: int) -> None:
         """Remove ``handle`` from ``group``."""
         with self._cond:
             members = self._groups.get(group)
+            gone = members is not None and handle in members
             if members is not None:
                 members.discard(handle)
                 if not members:
                     del self._groups[group]
+        if gone:
+            self._emit("on_group", group, [], [handle])
 
     def group_members(self, group: str) -> list[int]:
         """Sorted handles in ``group``."""

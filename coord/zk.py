@@ -15,25 +15,33 @@ from __future__ import annotations
 import json
 import threading
 import time
-from functools import partial
+from collections.abc import Callable
 from typing import Any
 
 from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.exceptions import KazooException, NodeExistsError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 
 from coord._base import CoordBase, check_name
 from coord._runtime import SerialWorker, log
-from coord._zkutil import Items, WatchedDir, seq_of, zk_errors
+from coord._session import SessionGate
+from coord._zkutil import Items, WatchedDir, seq_of, session_id, zk_errors
 from coord.api import AcquiredCallback, Health, LockRequest, LostCallback, NodeInfo
-from coord.errors import CoordUnavailable, NodeIdTaken
+from coord.errors import CoordUnavailable
+from coord.zk_config import ZkConfig
 from coord.zk_election import ZkElection
+from coord.zk_join import claim_node_id
 from coord.zk_lock import ZkLocks
 from coord.zk_names import ZkNames
 
 __all__ = ["ZkCoordinator"]
 
+_HEALTH_OF = {
+    KazooState.CONNECTED: Health.CONNECTED,
+    KazooState.SUSPENDED: Health.SUSPENDED,
+    KazooState.LOST: Health.LOST,
+}
 _DIRS = ("nodes", "names", "groups", "config", "election", "locks", "ids", "incarnations")
 
 
@@ -53,37 +61,42 @@ class ZkCoordinator(CoordBase):
             connection_retry=KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0),
         )
         self._worker = SerialWorker("coord-zk")
-        self._health = Health.LOST
+        # Health, and blocking calls that wait through SUSPENDED up to the session timeout.
+        self._gate = SessionGate(session_timeout)
         self._session_id: int | None = None
         self._started = False
-        self._names = ZkNames(self._client, self._root, self._worker, self._emit)
+        self._tentative: str | None = None  # an auto-id znode whose create may have happened
+        self._names = ZkNames(self._client, self._root, self._worker, self._emit, self._timer)
         # Mastership is a lease: a node acts as master only while it heard from
         # ZooKeeper within half the session timeout, so a master paused (SIGSTOP, GC)
         # past its session never believes it still leads once it runs again.
         self._session_timeout = session_timeout
         self._lease_until = 0.0
+        # How long start() waits for a silent predecessor's ``nodes/<id>`` to expire:
+        # its session timeout (assumed equal to ours) plus ZooKeeper's expiry tick.
+        self._id_wait = session_timeout * 1.5 + 2.0
         self._election = ZkElection(
-            self._client, self._root, self._worker, self._emit, self._has_lease
+            self._client, self._root, self._worker, self._emit, self._has_lease, self._timer
         )
         self._zk_locks = ZkLocks(
             self._client, self._root, self._pool, self._timer, self._notifier, self._is_connected
         )
         self._members: dict[int, NodeInfo] = {}
         self._members_dir = WatchedDir(
-            self._client, f"{self._root}/nodes", self._worker, True, self._members_changed
+            self._client,
+            f"{self._root}/nodes",
+            self._worker,
+            True,
+            self._members_changed,
+            self._timer,
         )
-        self._config_lock = threading.Lock()
-        self._config: dict[str, Any] = {}
-        self._watched: set[str] = set()
-        self._config_dir = WatchedDir(
-            self._client, f"{self._root}/config", self._worker, True, self._config_changed
-        )
+        self._config = ZkConfig(self._client, self._root, self._worker, self._emit, self._timer)
 
     def _is_connected(self) -> bool:
-        return self._health is Health.CONNECTED
+        return self._gate.health is Health.CONNECTED
 
     def _has_lease(self) -> bool:
-        return self._health is Health.CONNECTED and time.monotonic() < self._lease_until
+        return self._gate.health is Health.CONNECTED and time.monotonic() < self._lease_until
 
     def _renew_lease(self) -> None:
         """On the pool: one round trip to ZooKeeper extends the lease from when it was sent."""
@@ -103,15 +116,10 @@ class ZkCoordinator(CoordBase):
 
         self._timer.call_later(self._session_timeout / 6, again)
 
-    def _require_connected(self, what: str) -> None:
-        # kazoo would queue the request until reconnected; fail fast instead.
-        if self._health is not Health.CONNECTED:
-            raise CoordUnavailable(f"{what}: ZooKeeper session is {self._health.value}")
-
     @property
     def health(self) -> Health:
         """Current session health."""
-        return self._health
+        return self._gate.health
 
     def _on_worker(self, fn: Any) -> None:
         """Run ``fn`` on the coord-zk worker and wait for it."""
@@ -143,35 +151,67 @@ class ZkCoordinator(CoordBase):
         self._started = True
         with zk_errors("connecting to ZooKeeper"):
             self._client.start(timeout=15)
+        self._gate.set(Health.CONNECTED)
+        # Listening before joining lets the join ride out a connection drop (issue 15);
+        # until _info is set, _on_state only updates the gate.
+        self._client.add_listener(self._on_state)
         try:
-            with zk_errors("joining the cluster"):
-                for d in _DIRS:
-                    self._client.ensure_path(f"{self._root}/{d}")
-                incarnation = self._sequence("incarnations") + 1
-                while True:
-                    nid = node_id if node_id is not None else self._sequence("ids") + 1
-                    info = NodeInfo(nid, incarnation, host, pid, dict(endpoints))
-                    try:
-                        self._client.create(
-                            f"{self._root}/nodes/{nid}", info.to_json(), ephemeral=True
-                        )
-                        break
-                    except NodeExistsError:
-                        if node_id is not None:
-                            raise NodeIdTaken(f"node id {nid} is in use") from None
-                self._info = info
-                self._zk_locks.node_id = nid
-                self._session_id = self._client.client_id[0]
-                self._health = Health.CONNECTED
-                self._renew_lease()
-                self._election.join(nid)
+            info = self._gate.run(
+                "joining the cluster",
+                lambda check: self._join(check, node_id, host, pid, endpoints),
+            )
         except BaseException:
+            self._gate.set(Health.LOST)
             self._client.stop()
             self._client.close()
             raise
-        self._client.add_listener(self._on_state)
+        self._info = info
+        self._renew_lease()
         self._emit("on_health", Health.CONNECTED)
         self._on_worker(self._refresh_all)
+        return info
+
+    def _join(
+        self,
+        check: Callable[[], None],
+        node_id: int | None,
+        host: str,
+        pid: int,
+        endpoints: dict[str, str],
+    ) -> NodeInfo:
+        """The join steps of :meth:`start`, safe to run again after a dropped connection.
+
+        A create whose reply was lost may have happened: ``claim_node_id`` and
+        the election adopt a znode of this session; a tentative auto id is
+        deleted before another is allocated.
+        """
+        check()
+        with zk_errors("joining the cluster"):
+            sid = session_id(self._client)
+            if self._tentative is not None:
+                stat = self._client.exists(self._tentative)
+                if stat is not None and stat.ephemeralOwner == sid:
+                    self._client.delete(self._tentative)
+                self._tentative = None
+            for d in _DIRS:
+                self._client.ensure_path(f"{self._root}/{d}")
+            incarnation = self._sequence("incarnations") + 1
+            if node_id is not None:
+                info = NodeInfo(node_id, incarnation, host, pid, dict(endpoints))
+                claim_node_id(self._client, f"{self._root}/nodes/{node_id}", info, self._id_wait)
+            while node_id is None:
+                nid = self._sequence("ids") + 1
+                info = NodeInfo(nid, incarnation, host, pid, dict(endpoints))
+                self._tentative = f"{self._root}/nodes/{nid}"
+                try:
+                    self._client.create(self._tentative, info.to_json(), ephemeral=True)
+                    break
+                except NodeExistsError:
+                    continue
+            self._tentative = None
+            self._zk_locks.node_id = info.node_id
+            self._session_id = sid
+            self._election.join(info.node_id)
         return info
 
     def _sequence(self, counter: str) -> int:
@@ -187,7 +227,7 @@ class ZkCoordinator(CoordBase):
         if self._started:
             self._zk_locks.close()
             self._election.leave()
-            self._health = Health.LOST
+            self._gate.set(Health.LOST)
             self._worker.stop(drain=False)
             try:
                 self._client.stop()
@@ -202,12 +242,15 @@ class ZkCoordinator(CoordBase):
 
     def _on_state(self, state: str) -> None:
         # kazoo's thread: set flags, post the rest.
+        if self._info is None:  # start() is still joining: nothing to step down or restore
+            self._gate.set(_HEALTH_OF.get(state, Health.LOST))
+            return
         if state == KazooState.CONNECTED:
             self._worker.post(self._connected)
             return
-        self._health = Health.SUSPENDED if state == KazooState.SUSPENDED else Health.LOST
+        health = Health.SUSPENDED if state == KazooState.SUSPENDED else Health.LOST
+        self._gate.set(health)
         self._election.step_down_now()
-        health = self._health
         self._worker.post(lambda: self._disconnected(health))
 
     def _disconnected(self, health: Health) -> None:
@@ -224,7 +267,7 @@ class ZkCoordinator(CoordBase):
             return  # not connected any more
         if sid != self._session_id:
             # A new session: every ephemeral of the old one is gone.
-            if self._health is not Health.LOST:
+            if self._gate.health is not Health.LOST:
                 self._zk_locks.session_lost()
             try:
                 self._restore()
@@ -232,7 +275,7 @@ class ZkCoordinator(CoordBase):
                 log.warning("coord: restoring after session loss failed: %r", exc)
                 return  # the next CONNECTED retries
             self._session_id = sid
-        self._health = Health.CONNECTED
+        self._gate.set(Health.CONNECTED)
         self._emit("on_health", Health.CONNECTED)
         self._refresh_all()
         self._zk_locks.recheck_all()
@@ -251,7 +294,7 @@ class ZkCoordinator(CoordBase):
 
     def _refresh_all(self) -> None:
         self._members_dir.refresh()
-        self._config_dir.refresh()
+        self._config.dir.refresh()
         self._names.refresh_all()
         self._election.refresh()
 
@@ -282,16 +325,25 @@ class ZkCoordinator(CoordBase):
 
     def register_name(self, name: str, handle: int) -> None:
         """See ``Coordinator.register_name``."""
-        self._require_connected("register_name")
-        self._names.register(name, handle)
+
+        def op(check: Callable[[], None]) -> None:
+            check()
+            self._names.register(name, handle)
+
+        self._gate.run(f"register_name({name!r})", op)
 
     def unregister_name(self, name: str, handle: int) -> None:
         """See ``Coordinator.unregister_name``."""
-        self._names.unregister(name, handle, partial(self._require_connected, "unregister_name"))
+        self._gate.run(
+            f"unregister_name({name!r})",
+            lambda check: self._names.unregister(name, handle, check),
+        )
 
     def unregister_handle(self, handle: int) -> None:
         """See ``Coordinator.unregister_handle``."""
-        self._names.unregister_handle(handle, partial(self._require_connected, "unregister_handle"))
+        self._gate.run(
+            "unregister_handle", lambda check: self._names.unregister_handle(handle, check)
+        )
 
     def query_name(self, name: str) -> int | None:
         """See ``Coordinator.query_name``."""
@@ -307,12 +359,18 @@ class ZkCoordinator(CoordBase):
 
     def join_group(self, group: str, handle: int) -> None:
         """See ``Coordinator.join_group``."""
-        self._require_connected("join_group")
-        self._names.join(group, handle)
+
+        def op(check: Callable[[], None]) -> None:
+            check()
+            self._names.join(group, handle)
+
+        self._gate.run(f"join_group({group!r})", op)
 
     def leave_group(self, group: str, handle: int) -> None:
         """See ``Coordinator.leave_group``."""
-        self._names.leave(group, handle, partial(self._require_connected, "leave_group"))
+        self._gate.run(
+            f"leave_group({group!r})", lambda check: self._names.leave(group, handle, check)
+        )
 
     def group_members(self, group: str) -> list[int]:
         """See ``Coordinator.group_members``."""
@@ -324,51 +382,23 @@ class ZkCoordinator(CoordBase):
 
     # config
 
-    def _config_changed(self, old: Items, new: Items) -> None:
-        values: dict[str, Any] = {}
-        for key, data in new.items():
-            try:
-                values[key] = json.loads(data or b"null")
-            except ValueError:
-                log.warning("coord: config %r is not JSON", key)
-        with self._config_lock:
-            self._config = values
-            watched = set(self._watched)
-        for key in watched:
-            if old.get(key) != new.get(key):
-                self._emit("on_config", key, values.get(key))
-
     def config_get(self, key: str, default: Any = None) -> Any:
         """See ``Coordinator.config_get``."""
-        with self._config_lock:
-            return json.loads(json.dumps(self._config[key])) if key in self._config else default
+        return self._config.get(key, default)
 
     def config_set(self, key: str, value: Any) -> None:
         """See ``Coordinator.config_set``; ``TypeError`` if not JSON-serializable."""
         check_name(key)
-        self._require_connected("config_set")
         data = json.dumps(value).encode()
-        path = f"{self._root}/config/{key}"
-        with zk_errors(f"config_set({key!r})"):
-            try:
-                self._client.set(path, data)
-            except NoNodeError:
-                try:
-                    self._client.create(path, data)
-                except NodeExistsError:
-                    self._client.set(path, data)
-        with self._config_lock:
-            self._config[key] = json.loads(data)
+        self._gate.run(f"config_set({key!r})", lambda check: self._config.set(key, data, check))
 
     def config_list(self) -> dict[str, Any]:
         """See ``Coordinator.config_list``."""
-        with self._config_lock:
-            return json.loads(json.dumps(self._config))  # type: ignore[no-any-return]
+        return self._config.list()
 
     def watch_config(self, key: str) -> None:
         """See ``Coordinator.watch_config``."""
-        with self._config_lock:
-            self._watched.add(key)
+        self._config.watch(key)
 
     # election
 

@@ -18,8 +18,8 @@ from typing import Any
 from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 
-from coord._runtime import SerialWorker, log
-from coord._zkutil import seq_of
+from coord._runtime import SerialWorker, Timer, log
+from coord._zkutil import RefreshRetry, seq_of, session_id
 
 __all__ = ["ZkElection"]
 
@@ -34,6 +34,7 @@ class ZkElection:
         worker: SerialWorker,
         emit: Callable[..., None],
         connected: Callable[[], bool],
+        timer: Timer,
     ) -> None:
         self._client = client
         self._path = f"{root}/election"
@@ -44,6 +45,7 @@ class ZkElection:
         self._lock = threading.Lock()
         self._node_id = 0
         self._me: str | None = None  # my candidate znode name
+        self._uncertain = False  # a create of my candidate may have happened unseen
         # Invariant: _master implies the session was CONNECTED when last checked
         # and the epoch was bumped for this term.
         self._master = False
@@ -51,16 +53,33 @@ class ZkElection:
         self._master_id: int | None = None
         self._reported: tuple[bool, int, int | None] | None = None
         self._watch = self._on_watch
+        self._retry = RefreshRetry(
+            self._path, timer, lambda: worker.post(self.refresh, key="election")
+        )
 
     def _on_watch(self, _event: object) -> None:
         self._worker.post(self.refresh, key="election")
 
     def join(self, node_id: int) -> None:
-        """Create this node's candidate znode (worker or start thread)."""
+        """Create this node's candidate znode (worker or start thread).
+
+        Safe to call again after a dropped connection: if the create may have
+        happened, a candidate of this session is adopted rather than a second
+        one made (two would keep this node from ever leading while both live).
+        """
         self._node_id = node_id
+        if self._uncertain:
+            sid = session_id(self._client)
+            for child in self._client.get_children(self._path):
+                stat = self._client.exists(f"{self._path}/{child}")
+                if stat is not None and stat.ephemeralOwner == sid:
+                    self._me, self._uncertain = child, False
+                    return
+        self._uncertain = True
         self._me = self._client.create(
             f"{self._path}/n-", str(node_id).encode(), ephemeral=True, sequence=True
         ).rsplit("/", 1)[1]
+        self._uncertain = False
 
     def rejoin(self) -> None:
         """After a session expiry: the old candidate is gone, stand again."""
@@ -86,18 +105,16 @@ class ZkElection:
         try:
             self._refresh()
         except (KazooException, KazooTimeoutError) as exc:
-            log.debug("coord: election refresh failed: %r", exc)
+            self._retry.failed(exc)
             if not self._connected():
                 self._master = False
+        else:
+            self._retry.succeeded()
         self._report()
 
     def _refresh(self) -> None:
         children = sorted(self._client.get_children(self._path, watch=self._watch), key=seq_of)
-        try:
-            data, _ = self._client.get(self._epoch_path, watch=self._watch)
-            epoch = int(data or b"0")
-        except NoNodeError:
-            epoch = 0
+        epoch = self._read_epoch()
         master_id: int | None = None
         for child in children:
             try:
@@ -114,6 +131,21 @@ class ZkElection:
         with self._lock:
             self._epoch = max(self._epoch, epoch)
             self._master_id = master_id
+
+    def _read_epoch(self) -> int:
+        """The stored epoch (0 while none exists), always leaving a watch on ``epoch``.
+
+        ``get`` sets no watch when the znode is missing, so a node that read before the
+        first master created it would never hear of it (issue 12). ``exists`` does set
+        one on a missing znode; if the epoch appeared in between, read it again.
+        """
+        while True:
+            try:
+                data, _ = self._client.get(self._epoch_path, watch=self._watch)
+                return int(data or b"0")
+            except NoNodeError:
+                if self._client.exists(self._epoch_path, watch=self._watch) is None:
+                    return 0
 
     def _bump(self) -> int:
         while True:

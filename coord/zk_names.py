@@ -15,7 +15,7 @@ from typing import Any
 from kazoo.exceptions import NodeExistsError, NoNodeError
 
 from coord._base import check_name
-from coord._runtime import SerialWorker
+from coord._runtime import SerialWorker, Timer
 from coord._zkutil import Items, WatchedDir, zk_errors
 from coord.errors import NameNotFound, NameTaken
 
@@ -25,6 +25,13 @@ __all__ = ["ZkNames"]
 def _handle(data: bytes | None) -> int | None:
     try:
         return int(data or b"")
+    except ValueError:
+        return None
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text)
     except ValueError:
         return None
 
@@ -42,8 +49,10 @@ class ZkNames:
         root: str,
         worker: SerialWorker,
         emit: Callable[..., None],
+        timer: Timer,
     ) -> None:
         self._client = client
+        self._timer = timer
         self._names_path = f"{root}/names"
         self._groups_path = f"{root}/groups"
         self._worker = worker
@@ -54,8 +63,12 @@ class ZkNames:
         # What this node registered: restored after a session expiry.
         self._mine: dict[str, int] = {}
         self._my_groups: set[tuple[str, int]] = set()
-        self.names_dir = WatchedDir(client, self._names_path, worker, True, self._names_changed)
-        self.groups_dir = WatchedDir(client, self._groups_path, worker, False, self._groups_changed)
+        self.names_dir = WatchedDir(
+            client, self._names_path, worker, True, self._names_changed, timer
+        )
+        self.groups_dir = WatchedDir(
+            client, self._groups_path, worker, False, self._groups_changed, timer
+        )
 
     def refresh_all(self) -> None:
         """Re-read names and groups (on the worker)."""
@@ -82,12 +95,22 @@ class ZkNames:
                     f"{self._groups_path}/{group}",
                     self._worker,
                     False,
-                    lambda _o, _n: None,
+                    self._members_changed(group),
+                    self._timer,
                 )
                 self._groups[group] = d
                 d.refresh()
         for group in [g for g in self._groups if g not in new]:
             self._groups.pop(group).closed = True
+
+    def _members_changed(self, group: str) -> Callable[[Items, Items], None]:
+        def changed(old: Items, new: Items) -> None:
+            joined = sorted(h for n in new if n not in old and (h := _int(n)) is not None)
+            left = sorted(h for n in old if n not in new and (h := _int(n)) is not None)
+            if joined or left:
+                self._emit("on_group", group, joined, left)
+
+        return changed
 
     # names
 

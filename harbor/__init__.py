@@ -2,24 +2,34 @@
 
 ``harbor`` never imports ``node`` or ``coord``; the node uses it through
 :class:`Transport`. See ``transport.py`` for the contract, ``wire.py`` for the
-format and ``errors.py`` for the error tree.
+format, ``errors.py`` for the error tree, ``keys.py`` for cluster credentials
+(``harbor.keys.generate``/``load``) and ``curve.py`` for CURVE and ZAP.
 """
 
 from harbor.errors import (
+    BacklogFull,
+    CredentialsError,
     FrameError,
     HarborError,
     PayloadError,
     PeerDown,
     PeerUnknown,
+    PeerUntrusted,
     TransportClosed,
     TransportError,
 )
 from harbor.inproc import InprocHub, InprocTransport
-from harbor.transport import DEFAULT_MAX_FRAME, PeerInfo, Transport
+from harbor.keys import Credentials
+from harbor.transport import DEFAULT_MAX_BACKLOG, DEFAULT_MAX_FRAME, PeerInfo, Transport
+from harbor.wire import WirePolicy
 from harbor.zmq_transport import ZmqTransport
 
 __all__ = [
+    "DEFAULT_MAX_BACKLOG",
     "DEFAULT_MAX_FRAME",
+    "BacklogFull",
+    "Credentials",
+    "CredentialsError",
     "FrameError",
     "HarborError",
     "InprocHub",
@@ -28,8 +38,10 @@ __all__ = [
     "PeerDown",
     "PeerInfo",
     "PeerUnknown",
+    "PeerUntrusted",
     "Transport",
     "TransportClosed",
     "TransportError",
+    "WirePolicy",
     "ZmqTransport",
 ]

@@ -5,12 +5,17 @@ publications); read frames from PULL and publications/heartbeats from SUB;
 read socket-monitor events; pack every queued outgoing message into one frame
 per (peer, run of equal destination incarnation) and send; publish a
 heartbeat when due; report silent peers.
+
+An inbound frame is checked in order of cost: its size (ZeroMQ's MAXMSGSIZE
+already cut longer ones), its connection's ZAP User-Id against the node id
+its header claims (with credentials), the header against the peer set, and
+only then are its messages decoded (with msgpack limits and the wire policy).
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 import zmq
@@ -18,23 +23,28 @@ from zmq.utils.monitor import recv_monitor_message
 
 from harbor._droplog import DropLog
 from harbor._shared import Peer, Shared
+from harbor.curve import curve_client
 from harbor.errors import FrameError
+from harbor.keys import CLUSTER, OPERATOR, Credentials
 from harbor.transport import DeliverFn, DeliverPubFn, PeerDownFn, PeerInfo
 from harbor.wire import (
     FRAME_OVERHEAD,
     HEARTBEAT_TOPIC,
-    Frame,
+    Header,
+    WirePolicy,
     check_header,
     decode_frame,
     decode_publication,
     encode_heartbeat,
     join_frame,
+    peek_header,
 )
 
 # A turn stops reading PULL after this many frames or this long, so heartbeats go out and
 # come in on time however much traffic (or however slow a deliver callback) there is.
 PULL_PER_TURN: Final = 256
-PARK_LIMIT: Final = 256
+PARK_LIMIT: Final = 256  # frames parked for not-yet-known nodes ...
+PARK_BYTES: Final = 32 * 1024 * 1024  # ... and their bytes
 TURN_BUDGET: Final = 0.02  # seconds
 # Frames are packed up to this size (or max_frame if smaller): big enough to amortize the
 # per-frame cost, small enough that decoding one never holds the receiver's turn for long.
@@ -42,6 +52,13 @@ BATCH_BYTES: Final = 256 * 1024
 SUB_PER_TURN: Final = 4096  # publications read per turn; silence is judged only when SUB is drained
 MONITOR_EVENTS: Final = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
 SNDHWM: Final = 256  # frames queued in ZeroMQ per peer before frames wait in our backlog
+
+
+def user_ids(credentials: Credentials | None) -> frozenset[str] | None:
+    """The ZAP User-Ids a frame may arrive under now (None: no credentials, no check)."""
+    if credentials is None:
+        return None
+    return frozenset(str(w) for w in credentials.allowed.values() if w != OPERATOR)
 
 
 class IoLoop:
@@ -54,41 +71,57 @@ class IoLoop:
         node_id: int,
         incarnation: int,
         ctx: zmq.Context[zmq.Socket[bytes]],
-        sockets: tuple[zmq.Socket[bytes], zmq.Socket[bytes], zmq.Socket[bytes], zmq.Socket[bytes]],
+        sockets: tuple[zmq.Socket[bytes], zmq.Socket[bytes], zmq.Socket[bytes]],
         callbacks: tuple[DeliverFn, DeliverPubFn, PeerDownFn],
         droplog: DropLog,
         max_frame: int,
         timing: tuple[float, float, float],
+        credentials: Credentials | None = None,
+        policy: WirePolicy | None = None,
+        before_term: Callable[[], None] | None = None,
     ) -> None:
         # Immutable after __init__: identity, sockets, callbacks, limits.
         self.shared = shared
         self.node_id = node_id
         self.incarnation = incarnation
         self.ctx = ctx
-        self.pull, self.pub, self.sub, self.wake_rx = sockets
+        self.pull, self.pub, self.wake_rx = sockets
         self.deliver, self.deliver_pub, self.on_peer_down = callbacks
         self.drops = droplog
         self.counts = droplog.counts
         self.max_frame = max_frame
         self.hb_interval, self.peer_timeout, self.join_grace = timing
+        self.policy = policy
+        self.before_term = before_term  # closes other sockets of ctx (the ZAP handler's)
+        # Mutable, I/O thread: the credentials in force and the User-Ids they allow (None:
+        # no credentials). Replaced together by a "creds" command.
+        self.creds = credentials
+        self.user_ids = user_ids(credentials)
+        # node id -> advertised key, for peers left out because their key is not allowed.
+        self.untrusted: dict[int, str] = {}
         # Mutable, all owned by the I/O thread (only it reads or writes them).
-        # Invariant: members, by_monitor, by_push and by_pub_endpoint index exactly the
-        # peers in self.peers (and their open sockets).
+        # Invariant: members, by_monitor, by_push and by_sub index exactly the peers in
+        # self.peers (and their open sockets).
         self.peers: dict[int, Peer] = {}  # node id -> peer, as last applied from set_peers
         self.members: dict[int, int] = {}  # node id -> incarnation
         # Frames from a node id not (yet) in the peer set, held up to join_grace: a node
-        # that just joined may call us before our membership watch shows it.
-        # Invariant: at most PARK_LIMIT entries; each is delivered or dropped once.
-        self.parked: list[tuple[float, Frame]] = []
-        self.by_monitor: dict[zmq.Socket[bytes], Peer] = {}  # PUSH monitor socket -> peer
+        # that just joined may call us before our membership watch shows it. Kept raw
+        # (header read, messages not decoded): (parked at, header, data).
+        # Invariant: at most PARK_LIMIT entries and PARK_BYTES bytes (parked_bytes is their
+        # sum); each is delivered or dropped once.
+        self.parked: list[tuple[float, Header, bytes]] = []
+        self.parked_bytes = 0
+        # PUSH or SUB monitor socket -> (peer, "push" | "sub")
+        self.by_monitor: dict[zmq.Socket[bytes], tuple[Peer, str]] = {}
         self.by_push: dict[zmq.Socket[bytes], Peer] = {}  # PUSH socket -> peer
-        self.by_pub_endpoint: dict[str, Peer] = {}  # SUB-connected endpoint -> peer
-        self.topics: set[bytes] = set()  # channel topics the SUB socket is subscribed to
+        # SUB socket -> peer: one SUB per peer, so a publication's sender is known by the
+        # socket it arrives on (one SUB for all would let a member speak as another).
+        self.by_sub: dict[zmq.Socket[bytes], Peer] = {}
+        self.topics: set[bytes] = set()  # channel topics every SUB socket is subscribed to
         self.hb_seq = 0  # sequence number of the last heartbeat published
         self.next_hb = 0.0  # monotonic time the next heartbeat is due
-        self.sub_mon = self.sub.get_monitor_socket(MONITOR_EVENTS)
         self.poller = zmq.Poller()
-        for s in (self.wake_rx, self.pull, self.sub, self.sub_mon):
+        for s in (self.wake_rx, self.pull):
             self.poller.register(s, zmq.POLLIN)
 
     # -- the loop -----------------------------------------------------------------------
@@ -119,16 +152,17 @@ class IoLoop:
         if self.pull in events:
             budget_end = time.monotonic() + TURN_BUDGET
             for _ in range(PULL_PER_TURN):
-                data = self._recv(self.pull)
-                if data is None:
+                try:
+                    zf = self.pull.recv(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
                     break
-                self.on_frame(data)
+                self.on_frame(zf)
                 if time.monotonic() > budget_end:
                     break  # the rest is read next turn: poll reports PULL readable at once
-        if self.sub in events:
-            self.read_sub()
         for sock in events:
-            if sock is self.sub_mon or sock in self.by_monitor:
+            if sock in self.by_sub:
+                self.read_sub(self.by_sub[sock])
+            elif sock in self.by_monitor:
                 self.read_monitor(sock)
             elif sock in self.by_push:
                 self.flush_peer(self.by_push[sock])
@@ -145,7 +179,8 @@ class IoLoop:
             # Judge silence only on a drained SUB: a heartbeat may be waiting in it.
             if self.parked:
                 self.unpark(0, now - self.join_grace)
-            if self.read_sub():
+            drained = [self.read_sub(p) for p in list(self.by_sub.values())]  # read every one
+            if all(drained):
                 self.check_silence(time.monotonic())
 
     @staticmethod
@@ -164,20 +199,33 @@ class IoLoop:
             self.pub.send_multipart([cmd[1], cmd[2]], zmq.NOBLOCK)  # PUB drops at HWM
             self.counts["pubs_out"] += 1
         elif op == "peers":
-            self.apply_peers(cmd[1])
+            self.apply_peers(cmd[1], cmd[2])
+        elif op == "creds":
+            self.creds = cmd[1]
+            self.user_ids = user_ids(cmd[1])
         elif op == "sub" and cmd[1] not in self.topics:
             self.topics.add(cmd[1])
-            self.sub.setsockopt(zmq.SUBSCRIBE, cmd[1])
+            for sub in self.by_sub:
+                sub.setsockopt(zmq.SUBSCRIBE, cmd[1])
         elif op == "unsub" and cmd[1] in self.topics:
             self.topics.discard(cmd[1])
-            self.sub.setsockopt(zmq.UNSUBSCRIBE, cmd[1])
+            for sub in self.by_sub:
+                sub.setsockopt(zmq.UNSUBSCRIBE, cmd[1])
 
-    def apply_peers(self, new: dict[int, PeerInfo]) -> None:
-        """Make the peer set ``new``: drop gone peers, reconnect replaced ones, add new ones."""
+    def apply_peers(self, new: dict[int, PeerInfo], untrusted: dict[int, str]) -> None:
+        """Make the peer set ``new``: drop gone peers, reconnect replaced ones, add new ones.
+
+        ``untrusted``: peers membership lists but whose advertised key is not allowed;
+        counted once each, and reported down if they were peers.
+        """
+        for node_id, key in untrusted.items():
+            if self.untrusted.get(node_id) != key:
+                self.drops.drop("untrusted-peer", node_id, f"advertises key {key!r}")
+        self.untrusted = untrusted
         for node_id, peer in list(self.peers.items()):
             info = new.get(node_id)
             if info is None:
-                self.remove_peer(peer, "left")
+                self.remove_peer(peer, "untrusted" if node_id in untrusted else "left")
             elif info != peer.info:
                 replaced = info.incarnation != peer.info.incarnation
                 self.remove_peer(peer, "replaced" if replaced else "")
@@ -191,13 +239,31 @@ class IoLoop:
         self.peers[peer.node_id] = peer
         self.members[peer.node_id] = peer.info.incarnation
         self.unpark(peer.node_id)
-        try:
-            self.sub.connect(peer.info.pub)
-        except zmq.ZMQError as exc:
-            self.drops.drop("endpoint", peer.node_id, f"{peer.info.pub}: {exc}")
-        else:
-            self.by_pub_endpoint[peer.info.pub] = peer
+        self.open_sub(peer)
         self.counts["peers"] = len(self.peers)
+
+    def open_sub(self, peer: Peer) -> None:
+        """Connect a SUB socket (and its monitor) to ``peer``'s PUB, with every topic."""
+        sub = self.ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RECONNECT_IVL, 100)
+        sub.setsockopt(zmq.MAXMSGSIZE, self.max_frame)
+        for topic in (HEARTBEAT_TOPIC, *self.topics):
+            sub.setsockopt(zmq.SUBSCRIBE, topic)
+        if self.creds is not None:
+            curve_client(sub, self.creds, peer.info.key)
+        try:
+            sub.connect(peer.info.pub)
+        except zmq.ZMQError as exc:
+            sub.close(0)
+            self.drops.drop("endpoint", peer.node_id, f"{peer.info.pub}: {exc}")
+            return
+        peer.sub = sub
+        peer.sub_mon = sub.get_monitor_socket(MONITOR_EVENTS)
+        self.by_sub[sub] = peer
+        self.by_monitor[peer.sub_mon] = (peer, "sub")
+        self.poller.register(sub, zmq.POLLIN)
+        self.poller.register(peer.sub_mon, zmq.POLLIN)
 
     def remove_peer(self, peer: Peer, reason: str) -> None:
         """Stop tracking ``peer``, reporting it down for ``reason`` unless reason is ""."""
@@ -207,11 +273,23 @@ class IoLoop:
         del self.peers[peer.node_id]
         del self.members[peer.node_id]
         self.shared.down.discard((peer.node_id, peer.info.incarnation))
-        if self.by_pub_endpoint.pop(peer.info.pub, None) is not None:
-            with contextlib.suppress(zmq.ZMQError):  # never connected: nothing to undo
-                self.sub.disconnect(peer.info.pub)
+        self.close_sub(peer)
         self.close_push(peer)
         self.counts["peers"] = len(self.peers)
+
+    def close_sub(self, peer: Peer) -> None:
+        """Close the peer's SUB socket and its monitor."""
+        if peer.sub is None:
+            return
+        assert peer.sub_mon is not None
+        self.by_monitor.pop(peer.sub_mon, None)
+        self.by_sub.pop(peer.sub, None)
+        for s in (peer.sub, peer.sub_mon):
+            self.poller.unregister(s)
+        peer.sub.disable_monitor()
+        peer.sub_mon.close(0)
+        peer.sub.close(0)
+        peer.sub = peer.sub_mon = None
 
     def close_push(self, peer: Peer) -> None:
         """Close the peer's PUSH socket and its monitor (queued frames are discarded)."""
@@ -258,32 +336,63 @@ class IoLoop:
     def drop_backlog(self, peer: Peer, reason: str) -> None:
         """Discard frames still waiting for ``peer``'s socket, counted as ``reason``."""
         if peer.backlog:
-            n = sum(m for _, m in peer.backlog)
+            n = sum(m for _, m, _ in peer.backlog)
+            self.shared.release(peer.node_id, sum(b for _, _, b in peer.backlog))
             peer.backlog.clear()
             self.drops.drop(reason, peer.node_id, f"{n} queued messages", n)
 
     # -- inbound ------------------------------------------------------------------------
 
-    def on_frame(self, data: bytes) -> None:
-        """Decode, check and deliver one actor frame; drop and count it if it is bad."""
+    def on_frame(self, zf: zmq.Frame) -> None:
+        """Check the identity and header of one actor frame, then decode and deliver it.
+
+        Every rejection is dropped and counted; none decodes the messages.
+        """
+        data = zf.buffer
         try:
-            frame = decode_frame(data, self.max_frame)
+            head = peek_header(data, self.max_frame)
         except FrameError as exc:
             self.drops.drop(exc.reason, 0, exc.detail)
             return
-        try:
-            check_header(frame, self.node_id, self.incarnation, self.members)
-        except FrameError as exc:
-            unknown = frame.src_node not in self.members
-            if exc.reason == "nonmember" and unknown and len(self.parked) < PARK_LIMIT:
-                self.parked.append((time.monotonic(), frame))
+        if self.user_ids is not None:
+            try:
+                uid = zf.get("User-Id")
+            except zmq.ZMQError:  # no ZAP User-Id: not a CURVE connection (cannot happen)
+                uid = ""
+            if uid not in self.user_ids:
+                self.drops.drop("revoked", head.src_node, f"key of {uid!r} is not allowed")
                 return
-            self.drops.drop(exc.reason, frame.src_node, exc.detail)
+            if uid != CLUSTER and uid != str(head.src_node):
+                self.drops.drop("impostor", head.src_node, f"sent with the key of {uid}")
+                return
+        try:
+            check_header(head, self.node_id, self.incarnation, self.members)
+        except FrameError as exc:
+            if exc.reason == "nonmember" and head.src_node not in self.members:
+                self.park(head, zf.bytes)
+                return
+            self.drops.drop(exc.reason, head.src_node, exc.detail)
             return
-        self.accept(frame)
+        self.accept(head, data)
 
-    def accept(self, frame: Frame) -> None:
-        """Deliver a frame that passed the header checks."""
+    def park(self, head: Header, data: bytes) -> None:
+        """Hold a frame from a node id not in the peer set (yet), within the bounds."""
+        if len(self.parked) >= PARK_LIMIT or self.parked_bytes + len(data) > PARK_BYTES:
+            self.drops.drop("park-full", head.src_node, f"{len(data)} bytes, parking full")
+            return
+        self.parked.append((time.monotonic(), head, data))
+        self.parked_bytes += len(data)
+
+    def accept(self, head: Header, data: bytes | memoryview) -> None:
+        """Decode and deliver a frame whose header passed the checks."""
+        try:
+            frame = decode_frame(data, self.max_frame, self.policy)
+        except FrameError as exc:
+            # A refused kind drops the whole frame (only a misbehaving member sends one):
+            # counted in messages, so the count says how much was lost.
+            n = head.n_messages if exc.reason == "kind" else 1
+            self.drops.drop(exc.reason, head.src_node, exc.detail, n)
+            return
         self.counts["frames_in"] += 1
         self.counts["msgs_in"] += len(frame.messages)
         try:
@@ -291,24 +400,29 @@ class IoLoop:
         except Exception as exc:
             self.drops.drop("callback", frame.src_node, f"deliver raised {exc!r}")
 
-    def read_sub(self) -> bool:
-        """Handle queued publications; True if SUB was drained (silence can be judged)."""
+    def read_sub(self, peer: Peer) -> bool:
+        """Handle ``peer``'s queued publications; True if drained (silence can be judged)."""
         for _ in range(SUB_PER_TURN):
+            if peer.sub is None:  # closed by a callback's effect meanwhile
+                return True
             try:
-                parts = self.sub.recv_multipart(zmq.NOBLOCK)
+                parts = peer.sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return True
-            self.on_publication(parts)
+            self.on_publication(peer, parts)
         return False
 
-    def on_publication(self, parts: list[bytes]) -> None:
-        """Handle one publication or heartbeat; drop and count it if it is bad."""
+    def on_publication(self, peer: Peer, parts: list[bytes]) -> None:
+        """Handle one publication or heartbeat from ``peer``'s PUB; drop and count it if bad."""
         try:
             if len(parts) != 2:
                 raise FrameError("decode", f"{len(parts)} parts")
             pub = decode_publication(parts[0], parts[1], self.max_frame)
         except FrameError as exc:
-            self.drops.drop(exc.reason, 0, f"publication: {exc.detail}")
+            self.drops.drop(exc.reason, peer.node_id, f"publication: {exc.detail}")
+            return
+        if pub.src_node != peer.node_id:
+            self.drops.drop("impostor", pub.src_node, f"publication on node {peer.node_id}'s PUB")
             return
         if self.members.get(pub.src_node) != pub.src_incarnation:
             self.drops.drop("nonmember", pub.src_node, f"publication from {pub.src_incarnation}")
@@ -335,15 +449,15 @@ class IoLoop:
                 ev = recv_monitor_message(mon, zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if mon is self.sub_mon:
-                endpoint = ev["endpoint"].decode("utf-8", "replace")
-                peer = self.by_pub_endpoint.get(endpoint)
-                if peer is None:
-                    continue
-                was, peer.sub_connected = peer.sub_connected, ev["event"] == zmq.EVENT_CONNECTED
+            entry = self.by_monitor.get(mon)
+            if entry is None:  # its socket was closed meanwhile
+                return
+            peer, which = entry
+            connected = ev["event"] == zmq.EVENT_CONNECTED
+            if which == "sub":
+                was, peer.sub_connected = peer.sub_connected, connected
             else:
-                peer = self.by_monitor[mon]
-                was, peer.push_connected = peer.push_connected, ev["event"] == zmq.EVENT_CONNECTED
+                was, peer.push_connected = peer.push_connected, connected
             if was and ev["event"] == zmq.EVENT_DISCONNECTED:
                 self.report_down(peer, "disconnected")
 
@@ -369,11 +483,12 @@ class IoLoop:
             peer = self.peers.get(node_id)
             if peer is None or peer.down:
                 why = "peer-left" if peer is None else "peer-down"
+                self.shared.release(node_id, sum(x[2] for x in r))
                 self.drops.drop(why, node_id, "queued messages", sum(len(x[1]) for x in r))
                 continue
-            for inc, datas, _ in r:
+            for inc, datas, size in r:
                 frame = join_frame(self.node_id, self.incarnation, node_id, inc, datas)
-                peer.backlog.append((frame, len(datas)))
+                peer.backlog.append((frame, len(datas), size))
             self.flush_peer(peer)
 
     def flush_peer(self, peer: Peer) -> None:
@@ -384,7 +499,7 @@ class IoLoop:
                 return
         push = peer.push
         while peer.backlog:
-            frame, n = peer.backlog[0]
+            frame, n, size = peer.backlog[0]
             try:
                 push.send(frame, zmq.NOBLOCK)
             except zmq.Again:
@@ -396,6 +511,7 @@ class IoLoop:
                 self.counts["frames_out"] += 1
                 self.counts["msgs_out"] += n
             peer.backlog.popleft()
+            self.shared.release(peer.node_id, size)
         if push in self.poller:
             self.poller.unregister(push)
 
@@ -405,6 +521,11 @@ class IoLoop:
         push.setsockopt(zmq.LINGER, 0)
         push.setsockopt(zmq.SNDHWM, SNDHWM)
         push.setsockopt(zmq.RECONNECT_IVL, 100)
+        # Queue only on a completed connection: until then frames wait in our backlog,
+        # which is bounded in bytes (max_backlog), not in ZeroMQ's pipe.
+        push.setsockopt(zmq.IMMEDIATE, 1)
+        if self.creds is not None:
+            curve_client(push, self.creds, peer.info.key)
         try:
             push.connect(peer.info.pull)
         except zmq.ZMQError as exc:
@@ -415,7 +536,7 @@ class IoLoop:
         peer.push = push
         self.by_push[push] = peer
         peer.push_mon = push.get_monitor_socket(MONITOR_EVENTS)
-        self.by_monitor[peer.push_mon] = peer
+        self.by_monitor[peer.push_mon] = (peer, "push")
         self.poller.register(peer.push_mon, zmq.POLLIN)
 
     # -- timers -------------------------------------------------------------------------
@@ -430,20 +551,21 @@ class IoLoop:
 
     def unpark(self, node_id: int, expire_before: float = 0.0) -> None:
         """Deliver parked frames of ``node_id`` that now pass; drop expired ones."""
-        keep: list[tuple[float, Frame]] = []
-        for at, frame in self.parked:
-            if frame.src_node == node_id:
+        keep: list[tuple[float, Header, bytes]] = []
+        for at, head, data in self.parked:
+            if head.src_node == node_id:
                 try:
-                    check_header(frame, self.node_id, self.incarnation, self.members)
+                    check_header(head, self.node_id, self.incarnation, self.members)
                 except FrameError as exc:
-                    self.drops.drop(exc.reason, frame.src_node, exc.detail)
+                    self.drops.drop(exc.reason, head.src_node, exc.detail)
                     continue
-                self.accept(frame)
+                self.accept(head, data)
             elif at < expire_before:
-                self.drops.drop("nonmember", frame.src_node, "never joined")
+                self.drops.drop("nonmember", head.src_node, "never joined")
             else:
-                keep.append((at, frame))
+                keep.append((at, head, data))
         self.parked = keep
+        self.parked_bytes = sum(len(d) for _, _, d in keep)
 
     def check_silence(self, now: float) -> None:
         """Report peers not heard within the timeout (a new peer gets ``join_grace`` more)."""
@@ -458,11 +580,13 @@ class IoLoop:
         """Close every socket with linger 0 and terminate the context."""
         for peer in self.peers.values():
             self.close_push(peer)
+            self.close_sub(peer)
         with self.shared.wake_lock:
             if self.shared.wake_tx is not None:
                 self.shared.wake_tx.close(0)
                 self.shared.wake_tx = None
-        self.sub.disable_monitor()
-        for s in (self.sub_mon, self.sub, self.pull, self.pub, self.wake_rx):
+        for s in (self.pull, self.pub, self.wake_rx):
             s.close(0)
+        if self.before_term is not None:
+            self.before_term()
         self.ctx.term()

@@ -36,6 +36,18 @@ class Shared:
     # removes it when the peer leaves the peer set; send() only tests membership (GIL-atomic).
     # Keyed by incarnation so a new incarnation published by set_peers is alive at once.
     down: set[tuple[int, int]] = field(default_factory=set)
+    # Owner: any thread, only under pending_lock. node id -> bytes of messages send() accepted
+    # for it that the I/O thread has not yet handed to ZeroMQ or dropped.
+    # Invariant: send() refuses a message that would take an entry over the backlog limit,
+    # and every accepted message's bytes are subtracted exactly once (sent or dropped).
+    pending: dict[int, int] = field(default_factory=dict)
+    pending_lock: threading.Lock = field(default_factory=threading.Lock)
+    backlog_full: int = 0  # Owner: send(), under pending_lock. Messages refused.
+
+    def release(self, node_id: int, nbytes: int) -> None:
+        """The I/O thread sent or dropped ``nbytes`` of ``node_id``'s accepted messages."""
+        with self.pending_lock:
+            self.pending[node_id] -= nbytes
 
     def wake(self) -> None:
         """Wake the I/O thread if it is (about to be) blocked. A spurious wake-up is harmless."""
@@ -57,9 +69,12 @@ class Peer:
     last_heard: float = 0.0  # monotonic time of the last heartbeat; 0 = never
     push: zmq.Socket[bytes] | None = None  # created on the first frame to this peer
     push_mon: zmq.Socket[bytes] | None = None
+    sub: zmq.Socket[bytes] | None = None  # connected to the peer's PUB when it is added
+    sub_mon: zmq.Socket[bytes] | None = None
     push_connected: bool = False
     sub_connected: bool = False
     # Invariant: on_peer_down is called at most once per (node_id, incarnation).
     down: bool = False
-    # Frames ZeroMQ would not take yet (high-water mark): (frame, message count), in order.
-    backlog: deque[tuple[bytes, int]] = field(default_factory=deque)
+    # Frames ZeroMQ would not take yet (high-water mark): (frame, message count, message
+    # bytes counted in Shared.pending), in order.
+    backlog: deque[tuple[bytes, int, int]] = field(default_factory=deque)

@@ -6,7 +6,10 @@ The tree::
     ├── FrameError              an inbound frame was rejected (``reason`` says why)
     ├── PayloadError            an outgoing message was refused ("encode", "oversize")
     ├── PeerUnknown             ``send`` to a node id that is not in the peer set
-    │   └── PeerDown            ... or to a peer already reported down (this incarnation)
+    │   ├── PeerDown            ... or to a peer already reported down (this incarnation)
+    │   └── PeerUntrusted       ... or to a peer whose advertised key is not allow-listed
+    ├── BacklogFull             ``send`` to a peer whose send backlog is at its byte limit
+    ├── CredentialsError        a keys directory is missing, unsafe or malformed
     ├── TransportClosed         ``send``/``publish`` after ``stop()``
     └── TransportError          sockets could not be set up (bind failed, bad endpoint)
 
@@ -23,11 +26,14 @@ from typing import Final
 
 __all__ = [
     "FRAME_REASONS",
+    "BacklogFull",
+    "CredentialsError",
     "FrameError",
     "HarborError",
     "PayloadError",
     "PeerDown",
     "PeerUnknown",
+    "PeerUntrusted",
     "TransportClosed",
     "TransportError",
 ]
@@ -41,6 +47,9 @@ FRAME_REASONS: Final = frozenset(
         "nonmember",  # sender (node id, incarnation) is not in the peer set
         "stale-incarnation",  # addressed to another incarnation of this node
         "misrouted",  # addressed to another node id
+        "impostor",  # claims a node id other than the one its CURVE key belongs to
+        "revoked",  # sent over a connection whose key was removed from the allow-list since
+        "kind",  # carries a message kind (or event) the wire policy does not accept
     }
 )
 
@@ -89,6 +98,35 @@ class PeerDown(PeerUnknown):
     def __init__(self, node_id: int) -> None:
         super().__init__(node_id)
         self.args = (f"node {node_id} is down",)
+
+
+class PeerUntrusted(PeerUnknown):
+    """The peer's advertised CURVE server key is not the allow-listed key of that node id.
+
+    The peer is left out of the peer set (a rewritten membership entry cannot
+    redirect traffic to an outsider) and counted under ``drop_untrusted-peer``.
+    """
+
+    def __init__(self, node_id: int) -> None:
+        super().__init__(node_id)
+        self.args = (f"node {node_id} advertises a key that is not allow-listed",)
+
+
+class BacklogFull(HarborError):
+    """``send`` found ``node_id``'s backlog (queued, not yet taken by ZeroMQ) at ``limit`` bytes.
+
+    The message is not queued and counted under ``drop_backlog-full``; the node
+    fails the call (or drops the SEND) as for an unreachable peer.
+    """
+
+    def __init__(self, node_id: int, limit: int) -> None:
+        self.node_id = node_id
+        self.limit = limit
+        super().__init__(f"send backlog to node {node_id} is full ({limit} bytes)")
+
+
+class CredentialsError(HarborError):
+    """A keys directory is missing, has unsafe modes or holds a malformed key (one line)."""
 
 
 class TransportClosed(HarborError):

@@ -2,9 +2,10 @@
 
 Transports attached to one :class:`InprocHub` reach each other by node id.
 Messages go through the real wire encoding (so payloads come back exactly as
-over ZeroMQ: tuples as lists) and the same header checks (nonmember, stale
-incarnation). Each transport delivers on its own thread, like the ZeroMQ
-one. There are no heartbeats: :meth:`InprocHub.kill` stands in for a crash.
+over ZeroMQ: tuples as lists), the same header checks (nonmember, stale
+incarnation) and the same ``wire_policy``; there is no CURVE. Each
+transport delivers on its own thread, like the ZeroMQ one. There are no
+heartbeats: :meth:`InprocHub.kill` stands in for a crash.
 
 Example::
 
@@ -35,6 +36,7 @@ from harbor.transport import (
 from harbor.transport import Transport as _Transport
 from harbor.wire import (
     FRAME_OVERHEAD,
+    WirePolicy,
     channel_topic,
     check_header,
     decode_frame,
@@ -95,9 +97,11 @@ class InprocTransport(_Transport):
         hub: InprocHub,
         max_frame: int = DEFAULT_MAX_FRAME,
         log: LogFn | None = None,
+        wire_policy: WirePolicy | None = None,
     ) -> None:
         super().__init__(node_id, incarnation, deliver, deliver_pub, on_peer_down)
         self._hub = hub
+        self._policy = wire_policy
         self._max_frame = max_frame
         self._drops = DropLog(log or (lambda _s: None), f"harbor-inproc[{node_id}]")
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
@@ -213,7 +217,7 @@ class InprocTransport(_Transport):
 
     def _handle(self, op: str, item: tuple[Any, ...]) -> None:
         if op == "frame":
-            frame = decode_frame(item[1], self._max_frame)
+            frame = decode_frame(item[1], self._max_frame, self._policy)
             members = {n: p.incarnation for n, p in self._peers.items()}
             check_header(frame, self.node_id, self.incarnation, members)
             self._drops.counts["frames_in"] += 1

@@ -45,6 +45,7 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 __all__ = [
+    "DEFAULT_MAX_BACKLOG",
     "DEFAULT_MAX_FRAME",
     "DeliverFn",
     "DeliverPubFn",
@@ -55,6 +56,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_FRAME: Final = 16 * 1024 * 1024
+DEFAULT_MAX_BACKLOG: Final = 64 * 1024 * 1024
 
 DeliverFn = Callable[[int, int, list[tuple[int, int, int, int, Any]]], None]
 """``deliver(src_node, src_incarnation, messages)``; a message is
@@ -68,11 +70,17 @@ LogFn = Callable[[str], None]
 
 @dataclass(frozen=True, slots=True)
 class PeerInfo:
-    """What membership says about a peer: its incarnation and advertised endpoints."""
+    """What membership says about a peer: its incarnation, advertised endpoints and CURVE key.
+
+    ``key`` is the z85 public key the peer advertises (``endpoints["key"]``);
+    ignored without credentials. With credentials it must be the allow-listed
+    key of that node id (or the cluster key); "" means "the allow-listed one".
+    """
 
     incarnation: int
     pull: str
     pub: str
+    key: str = ""
 
 
 class Transport(abc.ABC):

@@ -19,6 +19,15 @@ The NUL terminator makes SUB prefix matching exact ("chat" does not match
 "chatroom"). The empty channel is reserved: topic ``b"\\x00"`` is the harbor
 heartbeat, whose ``source_handle`` is 0 and payload a sequence number.
 
+Decoding is bounded: a frame longer than ``max_size`` is refused before it is
+parsed; its header (the first :data:`FRAME_OVERHEAD` bytes) is read alone by
+:func:`peek_header`, so the receiver checks who sent it and for whom before it
+decodes the messages; the messages are then decoded with explicit msgpack
+limits (:data:`MAX_CONTAINER_LEN` elements per array or map, strings and
+binaries up to ``max_size``). An allowed frame can still expand to many Python
+objects (an empty array costs one byte on the wire and ~64 in memory): only
+authenticated members can send one (see docs/design.md, "Trust").
+
 Payloads are msgpack with ``use_bin_type=True`` on the way out and
 ``raw=False, strict_map_key=False`` on the way in: ``bytes`` and ``str`` stay
 distinct, maps may have int keys, and **tuples come back as lists** (a
@@ -28,6 +37,7 @@ message itself comes back as a tuple; what is inside its payload does not).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
 import msgpack
@@ -37,9 +47,12 @@ from harbor.errors import FrameError, PayloadError
 __all__ = [
     "FRAME_OVERHEAD",
     "HEARTBEAT_TOPIC",
+    "MAX_CONTAINER_LEN",
     "VERSION",
     "Frame",
+    "Header",
     "Publication",
+    "WirePolicy",
     "channel_topic",
     "check_header",
     "decode_frame",
@@ -49,6 +62,7 @@ __all__ = [
     "encode_message",
     "encode_publication",
     "join_frame",
+    "peek_header",
 ]
 
 VERSION: Final = 1
@@ -56,6 +70,9 @@ HEARTBEAT_TOPIC: Final = b"\x00"
 # Upper bound of everything in a frame but its encoded messages: the outer
 # array header, five ints of at most 9 bytes each and the batch array header.
 FRAME_OVERHEAD: Final = 64
+# Elements of one msgpack array or map accepted on the way in (a batch of messages included:
+# frames are packed up to 256 KiB, far fewer than this many messages).
+MAX_CONTAINER_LEN: Final = 1 << 20
 
 Message = tuple[int, int, int, int, Any]
 
@@ -69,6 +86,47 @@ class Frame(NamedTuple):
     dst_node: int
     dst_incarnation: int
     messages: list[Message]
+
+
+class Header(NamedTuple):
+    """The header of an actor frame, read before its messages; ``n_messages`` is the batch size."""
+
+    version: int
+    src_node: int
+    src_incarnation: int
+    dst_node: int
+    dst_incarnation: int
+    n_messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class WirePolicy:
+    """Which messages a transport accepts from the network; a frame with any other is dropped.
+
+    The kinds are the node's (harbor does not know what they mean): a message is
+    accepted if its kind is in ``kinds``, or its kind is ``event_kind`` and its
+    payload is ``[event, data]`` with ``event`` in ``events``.
+
+    Example (the node's own constants)::
+
+        WirePolicy(frozenset({SEND, CALL, REPLY, ERROR}), SYSTEM,
+                   frozenset({"kill", "monitor", "demonitor", "down"}))
+    """
+
+    kinds: frozenset[int]
+    event_kind: int | None = None
+    events: frozenset[str] = frozenset()
+
+    def admits(self, kind: int, payload: Any) -> bool:
+        """True if a message of ``kind`` with ``payload`` may come from the network."""
+        if kind in self.kinds:
+            return True
+        return (
+            kind == self.event_kind
+            and type(payload) is list
+            and len(payload) == 2
+            and payload[0] in self.events
+        )
 
 
 class Publication(NamedTuple):
@@ -128,12 +186,26 @@ def encode_frame(
     return join_frame(src_node, src_inc, dst_node, dst_inc, [encode_message(m) for m in messages])
 
 
-def _unpack(data: bytes) -> Any:
-    """msgpack-decode ``data`` or raise ``FrameError`` "truncated"/"decode"."""
+def _unpack(data: bytes | memoryview, max_size: int) -> Any:
+    """msgpack-decode ``data`` or raise ``FrameError`` "truncated"/"decode".
+
+    ``unpackb`` has no ``max_buffer_size`` (the buffer is its input): the
+    callers' ``len(data) > max_size`` check stands for it.
+    """
     if not data:
         raise FrameError("truncated", "empty")
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=False,
+            use_list=True,
+            max_str_len=max_size,
+            max_bin_len=max_size,
+            max_array_len=MAX_CONTAINER_LEN,
+            max_map_len=MAX_CONTAINER_LEN,
+            max_ext_len=0,  # skymesh never sends ext types
+        )
     except ValueError as exc:
         # msgpack reports a cut-short buffer as a plain ValueError; its
         # subclasses (ExtraData, FormatError, StackError, UnicodeDecodeError)
@@ -149,21 +221,68 @@ def _is_int(x: Any) -> bool:
     return type(x) is int
 
 
-def decode_frame(data: bytes, max_size: int) -> Frame:
-    """Decode one actor frame.
+def peek_header(data: bytes | memoryview, max_size: int) -> Header:
+    """Read only the header of an actor frame (its first :data:`FRAME_OVERHEAD` bytes).
 
-    Raises ``FrameError`` with reason "oversize" (``len(data) > max_size``),
-    "truncated", "decode" (not msgpack or not frame-shaped) or "version".
+    Cheap whatever the frame's size, so identity checks run before the
+    messages are decoded. Raises ``FrameError`` "oversize", "truncated",
+    "decode" or "version".
     """
     if len(data) > max_size:
         raise FrameError("oversize", f"{len(data)} > {max_size} bytes")
-    obj = _unpack(data)
+    if not data:
+        raise FrameError("truncated", "empty")
+    unpacker = msgpack.Unpacker(
+        raw=False, max_buffer_size=FRAME_OVERHEAD, max_str_len=0, max_bin_len=0,
+        max_array_len=MAX_CONTAINER_LEN, max_map_len=0, max_ext_len=0,
+    )  # fmt: skip
+    unpacker.feed(bytes(data[:FRAME_OVERHEAD]))
+    try:
+        if unpacker.read_array_header() < 1:
+            raise FrameError("decode", "not a frame")
+        version = unpacker.unpack()
+        if not _is_int(version):
+            raise FrameError("decode", "not a frame")
+        if version != VERSION:
+            raise FrameError("version", f"version {version}, expected {VERSION}")
+        fields = [unpacker.unpack() for _ in range(4)]
+        count = unpacker.read_array_header()
+    except msgpack.OutOfData:
+        # Cut short inside the header: a whole frame shorter than the peek is truncated;
+        # a longer one has a header that does not end where a header must.
+        reason = "truncated" if len(data) <= FRAME_OVERHEAD else "decode"
+        raise FrameError(reason, "header") from None
+    except ValueError:  # not an array where one must be, a str/bin/map in the header
+        raise FrameError("decode", "bad header") from None
+    if not all(_is_int(x) for x in fields):
+        raise FrameError("decode", "bad header")
+    return Header(version, fields[0], fields[1], fields[2], fields[3], count)
+
+
+def decode_frame(
+    data: bytes | memoryview, max_size: int, policy: WirePolicy | None = None
+) -> Frame:
+    """Decode one actor frame; with ``policy``, refuse messages it does not admit.
+
+    Raises ``FrameError`` with reason "oversize" (``len(data) > max_size``),
+    "truncated", "decode" (not msgpack, not frame-shaped, or over a msgpack
+    limit), "version" or "kind" (a message ``policy`` refuses).
+    """
+    if len(data) > max_size:
+        raise FrameError("oversize", f"{len(data)} > {max_size} bytes")
+    obj = _unpack(data, max_size)
     if type(obj) is not list or not obj or not _is_int(obj[0]):
         raise FrameError("decode", "not a frame")
     if obj[0] != VERSION:
         raise FrameError("version", f"version {obj[0]}, expected {VERSION}")
     if len(obj) != 6 or not all(_is_int(x) for x in obj[1:5]) or type(obj[5]) is not list:
         raise FrameError("decode", "bad header")
+    if policy is not None:
+        kinds, admits = policy.kinds, policy.admits
+        for m in obj[5]:
+            # Shape errors are left to the loop below (reason "decode").
+            if type(m) is list and len(m) == 5 and m[3] not in kinds and not admits(m[3], m[4]):
+                raise FrameError("kind", f"message kind {m[3]!r}")
     messages: list[Message] = []
     append = messages.append
     for m in obj[5]:
@@ -180,8 +299,10 @@ def decode_frame(data: bytes, max_size: int) -> Frame:
     return Frame(obj[0], obj[1], obj[2], obj[3], obj[4], messages)
 
 
-def check_header(frame: Frame, node_id: int, incarnation: int, members: Mapping[int, int]) -> None:
-    """Check a decoded frame against the receiver's identity and peer set.
+def check_header(
+    frame: Frame | Header, node_id: int, incarnation: int, members: Mapping[int, int]
+) -> None:
+    """Check a frame's header (decoded or peeked) against the receiver's identity and peer set.
 
     ``members`` maps each peer node id to its current incarnation. Raises
     ``FrameError`` "nonmember" (sender id or incarnation not a member),
@@ -229,7 +350,7 @@ def decode_publication(topic: bytes, body: bytes, max_size: int) -> Publication:
         channel = topic[:-1].decode("utf-8")
     except UnicodeDecodeError:
         raise FrameError("decode", "topic not utf-8") from None
-    obj = _unpack(body)
+    obj = _unpack(body, max_size)
     if type(obj) is not list or not obj or not _is_int(obj[0]):
         raise FrameError("decode", "not a publication")
     if obj[0] != VERSION:

@@ -1,7 +1,7 @@
 """ZeroMQ implementation of :class:`harbor.transport.Transport`.
 
 Sockets: a bound PULL (actor frames in), a bound PUB (channels and heartbeats
-out), a PUSH per peer this node sends to, one SUB connected to every peer's
+out), a PUSH per peer this node sends to, a SUB per peer connected to its
 PUB, and an inproc PAIR to wake the I/O thread. All belong to one harbor I/O
 thread (:mod:`harbor._ioloop`) once ``start()`` returns.
 
@@ -11,6 +11,14 @@ Failure detection: every transport publishes a heartbeat every
 socket monitors on SUB and on every PUSH report a peer whose TCP connection
 dropped after it had connected as "disconnected" -- a killed process is seen
 within milliseconds.
+
+Trust (with ``credentials``): every TCP socket speaks CURVE. PULL and PUB are
+CURVE servers whose handshakes a ZAP handler (:mod:`harbor.curve`) answers
+from the allow-list; PUSH and SUB are CURVE clients that only connect to a
+peer whose advertised key is the allow-listed key of that node id. Each
+inbound frame's ZAP ``User-Id`` must be the node id its header claims (or the
+shared cluster key) and still be allowed. Without credentials the transport
+is open to anyone who reaches its ports (loopback development).
 """
 
 from __future__ import annotations
@@ -24,8 +32,19 @@ import zmq
 from harbor._droplog import DropLog
 from harbor._ioloop import IoLoop
 from harbor._shared import Shared
-from harbor.errors import PayloadError, PeerDown, PeerUnknown, TransportClosed, TransportError
+from harbor.curve import HARBOR_DOMAIN, ZapAuthenticator, curve_server
+from harbor.errors import (
+    BacklogFull,
+    PayloadError,
+    PeerDown,
+    PeerUnknown,
+    PeerUntrusted,
+    TransportClosed,
+    TransportError,
+)
+from harbor.keys import CLUSTER, Credentials
 from harbor.transport import (
+    DEFAULT_MAX_BACKLOG,
     DEFAULT_MAX_FRAME,
     DeliverFn,
     DeliverPubFn,
@@ -34,12 +53,19 @@ from harbor.transport import (
     PeerInfo,
     Transport,
 )
-from harbor.wire import FRAME_OVERHEAD, HEARTBEAT_TOPIC, channel_topic, encode_message
+from harbor.wire import (
+    FRAME_OVERHEAD,
+    WirePolicy,
+    channel_topic,
+    encode_message,
+)
 from harbor.wire import encode_publication as _encode_publication
 
 __all__ = ["ZmqTransport"]
 
 _logger = logging.getLogger("harbor")
+# Frames ZeroMQ queues per inbound connection before it stops reading that connection.
+RCVHWM = 64
 
 
 def _bind(sock: zmq.Socket[bytes], host: str, port: int) -> int:
@@ -64,6 +90,11 @@ class ZmqTransport(Transport):
         t.send(2, (dest_handle, source_handle, 0, SEND, ("ping", [])))
         t.stop()
 
+    With ``credentials`` (:func:`harbor.keys.load`) every socket speaks CURVE
+    and only allow-listed nodes get in (module docstring); ``wire_policy``
+    drops frames carrying messages it does not admit; ``max_backlog`` bounds
+    the bytes queued per peer (``send`` raises ``BacklogFull`` beyond).
+
     Raises ``ValueError`` for a node id or incarnation out of range, or a
     wildcard ``bind_host`` without ``advertise_host``.
     """
@@ -85,6 +116,9 @@ class ZmqTransport(Transport):
         heartbeat_interval: float = 0.2,
         peer_timeout: float = 1.0,
         join_grace: float = 2.0,
+        credentials: Credentials | None = None,
+        wire_policy: WirePolicy | None = None,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
     ) -> None:
         super().__init__(node_id, incarnation, deliver, deliver_pub, on_peer_down)
         if advertise_host is None and bind_host in ("0.0.0.0", "*", "::"):
@@ -104,6 +138,34 @@ class ZmqTransport(Transport):
         self._state = "new"
         self._thread: threading.Thread | None = None
         self._endpoints: dict[str, str] = {}
+        self._policy = wire_policy
+        self._max_backlog = max_backlog
+        # Owner: __init__ and reload_credentials (under _life_lock); read anywhere.
+        self._creds = credentials
+        self._auth: ZapAuthenticator | None = None
+        # Owner: set_peers, under _peers_lock. The last peer set given (for reloads) and
+        # the node ids left out of it because their key is not allowed (copy-on-write).
+        self._peers_lock = threading.Lock()
+        self._given: dict[int, PeerInfo] = {}
+        self._untrusted: frozenset[int] = frozenset()
+
+    @property
+    def public_key(self) -> str | None:
+        """This node's z85 CURVE public key (advertised as ``endpoints["key"]``), or None."""
+        return self._creds.public_key if self._creds is not None else None
+
+    def _bind_pub(self, ctx: zmq.Context[zmq.Socket[bytes]], port: int) -> zmq.Socket[bytes]:
+        """A PUB socket bound on ``port`` (a CURVE server with credentials)."""
+        pub = ctx.socket(zmq.PUB)
+        pub.setsockopt(zmq.LINGER, 0)
+        if self._creds is not None:
+            curve_server(pub, self._creds, HARBOR_DOMAIN)
+        try:
+            _bind(pub, self._bind_host, port)
+        except BaseException:
+            pub.close(0)
+            raise
+        return pub
 
     def start(self) -> None:
         """Bind PULL and PUB and start the I/O thread.
@@ -116,39 +178,61 @@ class ZmqTransport(Transport):
                 raise TransportClosed("a transport starts once")
             ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
             socks: list[zmq.Socket[bytes]] = []
+            auth = None
             try:
-                pull, pub, sub = (ctx.socket(t) for t in (zmq.PULL, zmq.PUB, zmq.SUB))
+                if self._creds is not None:
+                    # Started before any server socket binds: no handshake ever finds it
+                    # missing (and ZAP_ENFORCE_DOMAIN refuses one that would).
+                    auth = ZapAuthenticator(ctx, self._creds)
+                    auth.start()
+                pull = ctx.socket(zmq.PULL)
                 wake_rx, wake_tx = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
-                socks = [pull, pub, sub, wake_rx, wake_tx]
+                socks = [pull, wake_rx, wake_tx]
                 for s in socks:
                     s.setsockopt(zmq.LINGER, 0)
-                sub.setsockopt(zmq.RECONNECT_IVL, 100)
-                sub.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC)
+                # A frame over max_frame makes ZeroMQ drop the connection before buffering it
+                # (the I/O thread sets the same on each peer's SUB socket).
+                pull.setsockopt(zmq.MAXMSGSIZE, self._max_frame)
+                pull.setsockopt(zmq.RCVHWM, RCVHWM)
+                if self._creds is not None:
+                    curve_server(pull, self._creds, HARBOR_DOMAIN)
                 pull_port = _bind(pull, self._bind_host, self._ports[0])
-                pub_port = _bind(pub, self._bind_host, self._ports[1])
+                pub = self._bind_pub(ctx, self._ports[1])
+                socks.append(pub)
+                pub_endpoint = pub.getsockopt(zmq.LAST_ENDPOINT)
+                assert isinstance(pub_endpoint, bytes)
+                pub_port = int(pub_endpoint.rsplit(b":", 1)[1])
                 wake_addr = f"inproc://harbor-wake-{id(self)}"
                 wake_rx.bind(wake_addr)
                 wake_tx.connect(wake_addr)
             except BaseException:
                 for s in socks:
                     s.close(0)
+                if auth is not None:
+                    auth.stop()
                 ctx.term()
                 raise
+            self._auth = auth
             self._endpoints = {
                 "pull": f"tcp://{self._advertise}:{pull_port}",
                 "pub": f"tcp://{self._advertise}:{pub_port}",
             }
+            if self._creds is not None:
+                self._endpoints["key"] = self._creds.public_key
             self._shared.wake_tx = wake_tx
             loop = IoLoop(
                 self._shared,
                 node_id=self.node_id,
                 incarnation=self.incarnation,
                 ctx=ctx,
-                sockets=(pull, pub, sub, wake_rx),
+                sockets=(pull, pub, wake_rx),
                 callbacks=(self._deliver, self._deliver_pub, self._on_peer_down),
                 droplog=self._drops,
                 max_frame=self._max_frame,
                 timing=self._timing,
+                credentials=self._creds,
+                policy=self._policy,
+                before_term=auth.stop if auth is not None else None,
             )
             self._thread = threading.Thread(
                 target=loop.run, name=f"skymesh-harbor-{self.node_id}", daemon=True
@@ -175,6 +259,32 @@ class ZmqTransport(Transport):
         if thread is not threading.current_thread():
             thread.join()
 
+    def reload_credentials(self, credentials: Credentials) -> None:
+        """Use a new allow-list (e.g. ``creds.reload()`` after a key file was removed).
+
+        From now on handshakes with removed keys fail, frames arriving on
+        connections authenticated by a removed key are dropped ("revoked"),
+        and peers whose key is no longer allowed are dropped from the peer set
+        (reported down, "untrusted": this node's PUSH and SUB to them close).
+        Not cut: a revoked node's open subscription to this node's PUB (ZeroMQ
+        cannot drop one subscriber; binding PUB afresh would make every peer
+        see this node disconnect). It keeps receiving publications and
+        heartbeats until its connection drops. The node's own key pair must
+        stay the same. Thread-safe, never blocks.
+        """
+        if self._creds is None:
+            raise ValueError("a transport started without credentials cannot load them")
+        if credentials.public_key != self._creds.public_key:
+            raise ValueError("reload_credentials keeps this node's own key pair")
+        with self._life_lock:
+            self._creds = credentials
+            if self._auth is not None:
+                self._auth.update(credentials)
+        self._shared.ctl.append(("creds", credentials))
+        with self._peers_lock:
+            given = self._given
+        self.set_peers(given)
+
     @property
     def endpoints(self) -> dict[str, str]:
         """``{"pull": "tcp://host:port", "pub": "tcp://host:port"}``; empty before ``start``."""
@@ -183,11 +293,30 @@ class ZmqTransport(Transport):
     def set_peers(self, peers: dict[int, PeerInfo]) -> None:
         """Replace the peer set; see :meth:`Transport.set_peers`. Thread-safe, never blocks."""
         peers = {n: p for n, p in peers.items() if n != self.node_id}
-        # The command is queued before the members are published: the I/O thread relies
-        # on it (a queued message's peer is always applied before the message is flushed).
-        self._shared.ctl.append(("peers", peers))
-        self._members = {n: p.incarnation for n, p in peers.items()}
+        with self._peers_lock:
+            self._given = peers
+            trusted, untrusted = self._vet(peers)
+            # The command is queued before the members are published: the I/O thread relies
+            # on it (a queued message's peer is always applied before the message is flushed).
+            self._shared.ctl.append(("peers", trusted, untrusted))
+            self._untrusted = frozenset(untrusted)
+            self._members = {n: p.incarnation for n, p in trusted.items()}
         self._shared.wake()
+
+    def _vet(self, peers: dict[int, PeerInfo]) -> tuple[dict[int, PeerInfo], dict[int, str]]:
+        """Split ``peers`` into trusted ones (key filled in) and untrusted node id -> key."""
+        creds = self._creds
+        if creds is None:
+            return peers, {}
+        trusted: dict[int, PeerInfo] = {}
+        untrusted: dict[int, str] = {}
+        for n, p in peers.items():
+            key = p.key or creds.key_of(n) or ""
+            if creds.allowed.get(key) in (n, CLUSTER):
+                trusted[n] = PeerInfo(p.incarnation, p.pull, p.pub, key)
+            else:
+                untrusted[n] = key
+        return trusted, untrusted
 
     def send(self, node_id: int, msg: tuple[int, int, int, int, Any], incarnation: int = 0) -> None:
         """Queue ``msg`` for ``node_id``; see :meth:`Transport.send`.
@@ -201,15 +330,26 @@ class ZmqTransport(Transport):
             raise TransportClosed("transport stopped")
         inc = self._members.get(node_id)
         if inc is None:
+            if node_id in self._untrusted:
+                raise PeerUntrusted(node_id)
             raise PeerUnknown(node_id)
-        if (node_id, inc) in self._shared.down:
+        sh = self._shared
+        if (node_id, inc) in sh.down:
             raise PeerDown(node_id)
         data = encode_message(msg)
-        if len(data) + FRAME_OVERHEAD > self._max_frame:
-            raise PayloadError("oversize", f"{len(data)} bytes > max_frame {self._max_frame}")
-        self._shared.out.append((node_id, incarnation, data))
-        if self._shared.idle:
-            self._shared.wake()
+        size = len(data)
+        if size + FRAME_OVERHEAD > self._max_frame:
+            raise PayloadError("oversize", f"{size} bytes > max_frame {self._max_frame}")
+        with sh.pending_lock:
+            queued = sh.pending.get(node_id, 0)
+            if queued + size > self._max_backlog:
+                sh.backlog_full += 1
+                raise BacklogFull(node_id, self._max_backlog)
+            sh.pending[node_id] = queued + size
+            # Appended under the lock: the I/O thread releases bytes only for what it popped.
+            sh.out.append((node_id, incarnation, data))
+        if sh.idle:
+            sh.wake()
 
     def publish(self, channel: str, source: int, payload: Any) -> None:
         """Publish to subscribers on other nodes; see :meth:`Transport.publish`."""
@@ -236,4 +376,8 @@ class ZmqTransport(Transport):
         """Counters (see the report); ``queued`` is messages not yet packed into frames."""
         counts = dict(self._drops.counts)
         counts["queued"] = len(self._shared.out)
+        counts["drop_backlog-full"] = self._shared.backlog_full
+        if self._auth is not None:
+            counts["auth_denied"] = self._auth.denied
+            counts["auth_admitted"] = self._auth.admitted
         return counts

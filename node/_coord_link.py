@@ -53,6 +53,13 @@ class _Listener(BaseListener):
         for handle in self.link._watchers_of(key):
             self.link.notify(handle, "config", (key, value))
 
+    def on_group(self, group: str, joined: list[int], left: list[int]) -> None:
+        for handle in self.link._group_watchers_of(group):
+            for member in joined:
+                self.link.notify(handle, "group", (group, "join", member))
+            for member in left:
+                self.link.notify(handle, "group", (group, "leave", member))
+
     def on_master(self, is_master: bool, epoch: int, master_id: int | None) -> None:
         self.link._master_changed(is_master, epoch, master_id)
 
@@ -73,6 +80,7 @@ class CoordLink:
         self.is_master = False
         self._config_watchers: dict[str, set[int]] = {}
         self._member_watchers: set[int] = set()
+        self._group_watchers: dict[str, set[int]] = {}
         self._holders: set[int] = set()  # handles that hold global names, groups or watches
         self._held: dict[int, list[Held]] = {}  # handle -> locks it holds now
         self._member_hooks: list[Callable[[str, NodeInfo], None]] = []
@@ -172,6 +180,17 @@ class CoordLink:
         with self._lock:
             return list(self._config_watchers.get(key, ()))
 
+    def group_members(self, handle: int, group: str) -> list[int]:
+        """The members of ``group`` now; ``handle`` gets ``group`` notices from now on."""
+        with self._lock:
+            self._group_watchers.setdefault(group, set()).add(handle)
+            self._holders.add(handle)
+        return self.coord.group_members(group)
+
+    def _group_watchers_of(self, group: str) -> list[int]:
+        with self._lock:
+            return list(self._group_watchers.get(group, ()))
+
     def watch_members(self, handle: int) -> dict[int, NodeInfo]:
         """The live members; ``handle`` gets ``member`` notices from now on."""
         with self._lock:
@@ -225,6 +244,8 @@ class CoordLink:
                 return
             self._holders.discard(handle)
             for watchers in self._config_watchers.values():
+                watchers.discard(handle)
+            for watchers in self._group_watchers.values():
                 watchers.discard(handle)
             self._member_watchers.discard(handle)
             self._held.pop(handle, None)

@@ -37,8 +37,8 @@ from harbor.errors import HarborError, PayloadError
 from harbor.transport import PeerInfo
 
 from .address import node_of
-from .errors import NodeDown
-from .message import CALL, ERR_NODE_DOWN, ERR_NOT_FOUND, ERROR, REPLY, SEND, SYSTEM
+from .errors import NodeDown, Overloaded
+from .message import CALL, ERR_NODE_DOWN, ERR_NOT_FOUND, ERR_OTHER, ERROR, REPLY, SEND, SYSTEM
 
 if TYPE_CHECKING:
     from coord.api import NodeInfo
@@ -105,6 +105,9 @@ class HarborLink:
         self._down_hooks: list[Callable[[int], None]] = []
         self._control: ControlFn = lambda event, source, target: None
         self.isolated = False  # on_session_lost = "isolate" while the session is lost
+        # Tracebacks of a handler's error go to callers on other nodes only when set
+        # (config send_tracebacks): they show paths and code to whoever called.
+        self.send_tracebacks = False
 
     def on_control(self, control: ControlFn) -> None:
         """Who handles ``kill``/``monitor``/``demonitor`` sent by another node."""
@@ -159,8 +162,11 @@ class HarborLink:
             return
         for dest, source, wire_session, kind, payload in messages:
             if kind == SEND:
-                if not router.accept(dest, (source, 0, SEND, payload)):
-                    router.count_drop("dead-service")
+                try:
+                    if not router.accept(dest, (source, 0, SEND, payload)):
+                        router.count_drop("dead-service")
+                except Overloaded:
+                    pass  # counted by the router
             elif kind == CALL:
                 self._inbound_call(src, src_inc, dest, source, wire_session, payload)
             elif kind in (REPLY, ERROR):
@@ -181,7 +187,14 @@ class HarborLink:
     ) -> None:
         alias = next(self._aliases)
         self._inbound[alias] = (wire_session, src_inc)
-        if not self._router.accept(dest, (source, alias, CALL, payload)):
+        try:
+            found = self._router.accept(dest, (source, alias, CALL, payload))
+        except Overloaded as exc:
+            self._inbound.pop(alias, None)
+            err = (ERR_OTHER, "Overloaded", str(exc), "")
+            self._send(src, (source, dest, wire_session, ERROR, err), src_inc)
+            return
+        if not found:
             self._inbound.pop(alias, None)
             err = (ERR_NOT_FOUND, "ServiceNotFound", f"no service {dest:#x}", "")
             self._send(src, (source, dest, wire_session, ERROR, err), src_inc)
@@ -267,6 +280,8 @@ class HarborLink:
                 self._router.count_drop("late-reply")
                 return
             session, inc = pinned
+        if kind == ERROR and not self.send_tracebacks and payload[3]:
+            payload = (payload[0], payload[1], payload[2], "")
         self._send(node_of(dest), (dest, source, session, kind, payload), inc)
 
     def control(self, source: int, target: int, event: str) -> None:

@@ -74,6 +74,7 @@ class Lifecycle:
         self._on_retire: list[Callable[[int, str], None]] = []
         self._allowed: set[str] = set()  # this node's config services, launchable remotely
         self.logger = 0  # the .logger's handle once started
+        self.mailbox_limit = 0  # the node's default (config mailbox_limit); 0: unbounded
         self.running = False
 
     @property
@@ -116,7 +117,9 @@ class Lifecycle:
             return
         handle = make_handle(self.node_id, next(self._local_ids))
         svc = klass.__new__(klass)
-        mailbox = Mailbox(svc, self.router.scheduler.queue)
+        limit = getattr(klass, "mailbox_limit", None)
+        mailbox = Mailbox(svc, self.router.scheduler.queue,
+                          self.mailbox_limit if limit is None else limit)
         self._bind(svc, handle, mailbox)
         try:
             klass.__init__(svc)

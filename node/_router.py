@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .address import format_handle, make_handle, node_of
-from .errors import NodeDown, ServiceNotFound
+from .errors import NodeDown, Overloaded, ServiceNotFound
 from .message import CALL, ERROR, REPLY, SYSTEM
 
 if TYPE_CHECKING:
@@ -89,6 +89,9 @@ class Router:
         self._ext_waiters: dict[int, Callable[[int, Any], None]] = {}
         self._drops: Counter[str] = Counter()
         self._drops_lock = threading.Lock()
+        self._refusals: dict[int, int] = {}  # destination -> refusals so far (bounded)
+        # Set by the node: log a refusal (destination, count so far).
+        self.on_refused: Callable[[int, int], None] = lambda dest, n: None
         self.remote: RemotePort = _Standalone(self.count_drop)
         self._resolve: Resolver = _no_names
 
@@ -116,8 +119,13 @@ class Router:
                 return
         svc = self.services.get(dest)
         if svc is not None:
-            if svc._mailbox.push((source, session, kind, payload)) and wake:
-                self.scheduler.wake()
+            try:
+                if svc._mailbox.offer((source, session, kind, payload)) and wake:
+                    self.scheduler.wake()
+            except Overloaded:
+                self.refused(dest, kind)
+                if kind == CALL:
+                    raise
             return
         if node_of(dest) != self.node_id:
             self.remote.send(dest, source, session, kind, payload)
@@ -145,10 +153,18 @@ class Router:
             self._elsewhere(dest, msg, False)
 
     def accept(self, dest: int, msg: Message) -> bool:
-        """A message the harbor received for a local service; False if there is none."""
+        """A message the harbor received for a local service; False if there is none.
+
+        Raises ``Overloaded`` for a SEND or CALL to a mailbox at its limit."""
         svc = self.services.get(dest)
         if svc is not None:
-            if svc._mailbox.push(msg):
+            mb = svc._mailbox
+            try:
+                queued = mb.offer(msg) if msg[2] <= CALL else mb.push(msg)
+            except Overloaded:
+                self.refused(dest, msg[2])
+                raise
+            if queued:
                 self.scheduler.wake()
             return True
         if dest == self.ext_handle:
@@ -218,6 +234,18 @@ class Router:
     def forget_ext_session(self, session: int) -> None:
         """Withdraw an outside session (its waiter gave up)."""
         self._ext_waiters.pop(session, None)
+
+    def refused(self, dest: int, kind: int) -> None:
+        """A SEND or CALL refused by a full mailbox: counted, and logged on the 1st,
+        2nd, 4th, 8th ... refusal per destination (skynet's doubling rule)."""
+        self.count_drop("overloaded-send" if kind != CALL else "overloaded-call")
+        with self._drops_lock:
+            n = self._refusals.get(dest, 0) + 1
+            if len(self._refusals) > 4096:  # bounded: forget old destinations
+                self._refusals.clear()
+            self._refusals[dest] = n
+        if n & (n - 1) == 0:
+            self.on_refused(dest, n)
 
     # -- drops ----------------------------------------------------------------------------
 

@@ -15,10 +15,16 @@ Example file::
 
 ``SKYMESH_WORKERS=4`` overrides ``workers``; ``SKYMESH_SERVICES`` takes a JSON
 list of service tables or ``"mod:Class,mod:Class"``.
+
+A misspelt key is an error, in the file and in the environment alike: any
+``SKYMESH_*`` variable that is neither ``SKYMESH_<KEY>`` for a key here nor in
+``ENV_NOT_CONFIG`` (the project's scripts' own variables) raises ``ConfigError``
+naming the nearest known name, so a typo in a setting never silently leaves it off.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tomllib
@@ -29,7 +35,17 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["NodeConfig", "ServiceSpec", "load_config"]
+__all__ = ["ENV_NOT_CONFIG", "NodeConfig", "ServiceSpec", "load_config"]
+
+# SKYMESH_* variables that are not node settings: read by scripts/servers.sh, the
+# compose files and deploy/ (image names), deploy/build-images.sh and the e2e tests.
+# A new such variable must be added here, or every node started beside it refuses.
+ENV_NOT_CONFIG = frozenset({
+    "SKYMESH_ZK_PORT", "SKYMESH_REDIS_PORT", "SKYMESH_SERVERS_DIR", "SKYMESH_SERVERS_WAIT",
+    "SKYMESH_IMAGE", "SKYMESH_PYTHON_IMAGE", "SKYMESH_ZOOKEEPER_IMAGE", "SKYMESH_REDIS_IMAGE",
+    "SKYMESH_DEBIAN_MIRROR", "SKYMESH_DEBIAN_SUITE",
+    "SKYMESH_E2E_IMAGE", "SKYMESH_E2E_OFFICIAL_IMAGES", "SKYMESH_COMPOSE",
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -56,16 +72,20 @@ class NodeConfig:
     redis_url: str | None = None
     session_timeout: float = 10.0
     console_port: int | None = None
-    console_token: str | None = None
+    console_token: str | None = None  # read from console_token_file (never from argv)
+    console_token_file: str | None = None
     console_bind: str = "127.0.0.1"  # a container sets 0.0.0.0 to be reachable from outside
     log_file: str | None = None
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one object per line
     call_timeout: float = 10.0
     monitor_threshold: float = 5.0
     services: tuple[ServiceSpec, ...] = field(default_factory=tuple)
     # Batch weight per worker (-1 one message, 0 all, n a 1/2**n share); None: skynet's table.
     weights: tuple[int, ...] | None = None
     offload_threads: int = 4  # the pool behind Service.offload
+    mailbox_limit: int = 0  # default per-service mailbox bound (0: unbounded, like skynet)
+    send_tracebacks: bool = False  # remote callers get a handler's traceback too
     on_session_lost: str = "serve"  # or "isolate": refuse cluster traffic until rejoined
 
     @property
@@ -74,10 +94,12 @@ class NodeConfig:
         return self.zk_hosts is None
 
 
-_INT = {"workers", "console_port", "pull_port", "pub_port", "offload_threads"}
+_INT = {"workers", "console_port", "pull_port", "pub_port", "offload_threads", "mailbox_limit"}
 _FLOAT = {"call_timeout", "monitor_threshold", "session_timeout"}
 _STR = {"cluster", "bind", "advertise", "zk_hosts", "redis_url", "log_file", "log_level",
-        "console_token", "console_bind", "on_session_lost"}  # fmt: skip
+        "console_token", "console_bind", "on_session_lost", "log_format",
+        "console_token_file"}  # fmt: skip
+_BOOL = {"send_tracebacks"}
 _KEYS = {f.name for f in fields(NodeConfig)}
 
 
@@ -100,14 +122,31 @@ def load_config(
     elif source is not None:
         raw = dict(source)
     env = os.environ if env is None else env
+    _check_env_names(env)
     for key in _KEYS:
         value = env.get(f"SKYMESH_{key.upper()}")
         if value is not None:
             raw[key] = _from_env(key, value)
     unknown = set(raw) - _KEYS
     if unknown:
-        raise ConfigError(f"unknown config key(s): {', '.join(sorted(unknown))}")
+        hints = [f"{k}{_nearest(str(k), _KEYS)}" for k in sorted(unknown, key=str)]
+        raise ConfigError(f"unknown config key(s): {', '.join(hints)}")
     return _validate(raw)
+
+
+def _check_env_names(env: Mapping[str, str]) -> None:
+    known = {f"SKYMESH_{key.upper()}" for key in _KEYS} | ENV_NOT_CONFIG
+    for name in sorted(env):
+        if name.startswith("SKYMESH_") and name not in known:
+            # Match on what follows the prefix: every name shares "SKYMESH_".
+            hint = _nearest(name.removeprefix("SKYMESH_"), {k[8:] for k in known}, "SKYMESH_")
+            hint = hint or "; settings are SKYMESH_<KEY> for the keys in node/config.py"
+            raise ConfigError(f"unknown environment variable {name}{hint}")
+
+
+def _nearest(name: str, known: set[str] | frozenset[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
 
 def _from_env(key: str, value: str) -> Any:
@@ -135,8 +174,11 @@ def _validate(raw: dict[str, Any]) -> NodeConfig:
         elif key in _STR:
             if not isinstance(value, str):
                 raise ConfigError(f"{key} must be a string, got {value!r}")
-            keep = ("cluster", "bind", "log_level", "console_bind", "on_session_lost")
+            keep = ("cluster", "bind", "log_level", "console_bind", "on_session_lost",
+                    "log_format")
             out[key] = value or None if key not in keep else value
+        elif key in _BOOL:
+            out[key] = _bool(key, value)
         elif key == "services":
             out[key] = _services(value)
         elif key == "weights":
@@ -144,6 +186,13 @@ def _validate(raw: dict[str, Any]) -> NodeConfig:
     if out.get("log_level", "info") not in ("debug", "info", "warning", "error"):
         level = out["log_level"]
         raise ConfigError(f"log_level must be debug, info, warning or error, got {level!r}")
+    if out.get("console_token_file"):
+        try:
+            out["console_token"] = Path(out["console_token_file"]).read_text("utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read console_token_file: {exc.strerror}") from exc
+    if out.get("log_format", "text") not in ("text", "json"):
+        raise ConfigError(f"log_format must be text or json, got {out['log_format']!r}")
     if out.get("on_session_lost", "serve") not in ("serve", "isolate"):
         got = out["on_session_lost"]
         raise ConfigError(f"on_session_lost must be serve or isolate, got {got!r}")
@@ -205,3 +254,15 @@ def _services(value: Any) -> tuple[ServiceSpec, ...]:
             raise ConfigError(f"services[{i}] has unknown key(s): {', '.join(sorted(extra))}")
         specs.append(ServiceSpec(item["class"], tuple(args), item.get("name")))
     return tuple(specs)
+
+
+def _bool(key: str, value: Any) -> bool:
+    """A TOML boolean, or ``true/false/1/0/yes/no/on/off`` from the environment."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ConfigError(f"{key} must be true or false, got {value!r}")

@@ -8,12 +8,14 @@ from :class:`SkymeshError`::
     ├── ServiceStartError      a new service's on_start raised; nothing remains of it
     ├── Interrupted            raised inside a handler broken from outside
     ├── SocketError            listen/connect failed (address in use, refused, timed out)
+    ├── ReloadError            a live reload refused or its new code failed to import
     └── CallFailed             a call did not produce a reply value
         ├── CallError          the remote handler raised, or has no such handler
         ├── CallTimeout        no reply within the timeout
         ├── ServiceNotFound    the destination does not exist (at once, never a wait)
         ├── ServiceExited      the destination exited while the call was pending
-        └── NodeDown           the destination's node is not (or no longer) a member
+        ├── NodeDown           the destination's node is not (or no longer) a member
+        └── Overloaded         the destination's mailbox is at its limit (at once)
 
 Coordination errors (``NameTaken``, ``LockLost``, ``LockTimeout``, ...) come
 from ``coord.errors`` and are re-exported by ``node`` unchanged.
@@ -28,6 +30,8 @@ __all__ = [
     "ConfigError",
     "Interrupted",
     "NodeDown",
+    "Overloaded",
+    "ReloadError",
     "ServiceExited",
     "ServiceNotFound",
     "ServiceStartError",
@@ -46,6 +50,11 @@ class ConfigError(SkymeshError):
 
 class Interrupted(SkymeshError):
     """Raised inside a handler that was interrupted with ``Node.interrupt``."""
+
+
+class ReloadError(SkymeshError):
+    """A live reload was refused (a skymesh module, no source) or the module's new code
+    failed to import; the old code keeps running. The message is one line saying why."""
 
 
 class SocketError(SkymeshError):
@@ -99,3 +108,8 @@ class ServiceStartError(SkymeshError):
         self.remote_type = remote_type
         self.remote_message = remote_message
         self.remote_traceback = remote_traceback
+
+
+class Overloaded(CallFailed):
+    """The destination's mailbox holds ``mailbox_limit`` messages: the call is refused at
+    once (a send is dropped and counted) rather than queued without bound."""

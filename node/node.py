@@ -33,6 +33,7 @@ from ._monitors import Monitors
 from ._names import Names
 from ._offload import Offload
 from ._parts import Parts
+from ._reload import Reloader, ReloadReport
 from ._router import Router
 from ._sockets.api import Sockets
 from ._unique import Uniques
@@ -95,6 +96,7 @@ class Node:
         monitor_threshold: float = 5.0,
         log_file: str | None = None,
         log_level: str = "info",
+        log_format: str = "text",
         profile: bool = True,
         cluster: str = "standalone",
         zk_hosts: str | None = None,
@@ -111,6 +113,8 @@ class Node:
         console_bind: str = "127.0.0.1",
         weights: tuple[int, ...] | None = None,
         offload_threads: int = 4,
+        mailbox_limit: int = 0,
+        send_tracebacks: bool = False,
         on_session_lost: str = "serve",
     ) -> None:
         self.node_id = node_id
@@ -119,7 +123,7 @@ class Node:
         self.started_at = time.monotonic()
         self.profile = profile
         self._requested_id: int | None = node_id
-        self._log_args = (log_file, log_level)
+        self._log_args = (log_file, log_level, log_format)
         self._console = (console_port, console_token, console_bind)
         self._console_host = advertise or bind
         self.coord = coordinator or coord.connect(zk_hosts, redis_url, cluster, session_timeout)
@@ -159,6 +163,11 @@ class Node:
             raise ValueError("on_session_lost is 'serve' or 'isolate'")
         self._isolate = on_session_lost == "isolate"
         self._coord_link.on_state(self._coord_state)
+        life.mailbox_limit = mailbox_limit
+        self._harbor.send_tracebacks = send_tracebacks
+        router.on_refused = lambda dest, n: life.log(
+            0, "warning", f"{format_handle(dest)} refused {n} message(s): mailbox full"
+        )
         self._worker_threads: set[threading.Thread] = set()
         self._builtin: set[int] = set()
         self._running = False
@@ -201,8 +210,9 @@ class Node:
             console_token=cfg.console_token, console_bind=cfg.console_bind,
             weights=cfg.weights, call_timeout=cfg.call_timeout,
             offload_threads=cfg.offload_threads, on_session_lost=cfg.on_session_lost,
+            mailbox_limit=cfg.mailbox_limit, send_tracebacks=cfg.send_tracebacks,
             monitor_threshold=cfg.monitor_threshold, log_file=cfg.log_file,
-            log_level=cfg.log_level,
+            log_level=cfg.log_level, log_format=cfg.log_format,
         )
         node.start()
         try:
@@ -399,6 +409,21 @@ class Node:
     def host_unique(self, path: str) -> bool:
         """On the master: start the cluster-unique service ``path`` from its stored spec."""
         return self._uniques.host(path)
+
+    def reload(self, module: str, timeout: float = 10.0) -> ReloadReport:
+        """Live reload: import ``module`` again from its source and swap every local
+        service whose class it defines to the new class of the same name, keeping
+        instance state; each swap happens on that service's worker between two
+        messages, then its ``on_reload(old_class)`` runs. Waits up to ``timeout``
+        seconds for the swaps. An operator action (console, CLI); blocks the calling
+        plain thread.
+
+        Raises ``ReloadError`` when the new code fails to import (the old code keeps
+        running) or the module may not be reloaded.
+        """
+        if threading.current_thread() in self._worker_threads:
+            raise RuntimeError("Node.reload blocks: call it from a plain thread (offload)")
+        return Reloader(self._router, self._life.log).reload(module, timeout)
 
     def sockets_stats(self) -> dict[str, int]:
         """The socket thread's counters (empty until a service used a socket)."""

@@ -24,7 +24,7 @@ from ._unique import LAUNCHER_PREFIX, UNIQUE_PREFIX
 from .address import Group, format_handle, node_of
 from .core.runner import CALLBACK, T_HANDLER, ServiceCore, ServiceExit
 from .core.suspend import Wait, suspend
-from .errors import CallTimeout, NodeDown, ServiceNotFound
+from .errors import CallTimeout, NodeDown, Overloaded, ServiceNotFound
 from .message import CALL, CALL_TIMEOUT, REPLY, SEND
 
 if TYPE_CHECKING:
@@ -74,7 +74,8 @@ class Service(SocketAPI, ServiceCore):
 
     Override ``on_start(*args)`` (may be async; runs before any message),
     ``on_stop()`` (may be async; runs when the service exits, is killed or
-    the node stops), and the notice hooks ``on_down(handle, reason)``,
+    the node stops), ``on_reload(old_class)`` (after a live reload swapped
+    its class), and the notice hooks ``on_down(handle, reason)``,
     ``on_system(event, data)``. Expose handlers with :func:`expose`.
 
     Example::
@@ -88,6 +89,10 @@ class Service(SocketAPI, ServiceCore):
                 self.n += k
                 return self.n
     """
+
+    mailbox_limit: int | None = None
+    """Messages queued past which a CALL fails at once with ``Overloaded`` and a SEND
+    is dropped and counted (``None``: the node's ``mailbox_limit``; ``0``: unbounded)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -130,6 +135,10 @@ class Service(SocketAPI, ServiceCore):
     def on_channel(self, channel: str, source: int, payload: Any) -> Any:
         """A publication on a channel this service subscribed to."""
 
+    def on_group(self, group: str, event: str, handle: int) -> Any:
+        """A member ``handle`` joined or left (``event``) ``group``, after
+        :meth:`group_members` was read. The group is named: one service may watch many."""
+
     def on_member(self, event: str, node_id: int) -> Any:
         """A node joined or left (``event`` "join"/"leave"), after :meth:`watch_members`."""
 
@@ -140,6 +149,12 @@ class Service(SocketAPI, ServiceCore):
 
     def on_system(self, event: str, data: Any) -> Any:
         """Any other SYSTEM notice."""
+
+    def on_reload(self, old_class: type) -> Any:
+        """This service's class was just swapped to the new code of its module by a live
+        reload (``skymesh reload``); ``old_class`` is the class it had. Runs on the
+        service's own worker, before its next message; may be ``async``. Migrate
+        instance state here (attributes the new code expects)."""
 
     # -- binding (by the node, at spawn) ----------------------------------------------------
 
@@ -161,7 +176,10 @@ class Service(SocketAPI, ServiceCore):
         """
         svc = self._services.get(dest)  # Router.deliver inlined for a local handle
         if svc is not None:
-            svc._mailbox.push((self.handle, 0, SEND, (method, args)))
+            try:
+                svc._mailbox.offer((self.handle, 0, SEND, (method, args)))
+            except Overloaded:
+                self._router.refused(svc.handle, SEND)
         else:
             self._router.deliver(self.handle, dest, 0, SEND, (method, args))
 
@@ -188,7 +206,11 @@ class Service(SocketAPI, ServiceCore):
         svc = self._services.get(dest)
         if svc is not None:  # Router.deliver inlined for a local handle: the fast path
             self._session = s = self._session + 1
-            svc._mailbox.push((self.handle, s, CALL, (method, args)))
+            try:
+                svc._mailbox.offer((self.handle, s, CALL, (method, args)))
+            except Overloaded:
+                self._router.refused(svc.handle, CALL)
+                raise
             if t > 0:  # suspend() inlined too: nothing to withdraw from a local mailbox
                 self._timers[s] = self._host.timer.add(t, self.handle, s, CALL_TIMEOUT)
             return await Wait(s)
@@ -437,8 +459,9 @@ class Service(SocketAPI, ServiceCore):
         await self._parts.names.leave_group(self, name)
 
     def group_members(self, name: str) -> list[int]:
-        """The live members of group ``name`` now (from coordination's watched cache)."""
-        return self._parts.coord.coord.group_members(name)
+        """The live members of group ``name`` now (from coordination's watched cache);
+        from now on this service gets ``on_group(name, "join"|"leave", handle)``."""
+        return self._parts.coord.group_members(self.handle, name)
 
     # -- channels (skynet's multicast) -------------------------------------------------------
 

@@ -39,8 +39,16 @@ ensure_packages() {
     [[ -x "$JAVA" ]] || JAVA="$(command -v java)"
 }
 
-alive() {  # alive PIDFILE: the recorded process exists
-    [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null
+running() {  # running PID: exists and is not a zombie (a reparented daemon that
+    # exited stays a zombie where PID 1 does not reap, e.g. a container without init)
+    kill -0 "$1" 2>/dev/null || return 1
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
+    [[ "${stat##*) }" != Z* ]]
+}
+
+alive() {  # alive PIDFILE: the recorded process is running
+    [[ -f "$1" ]] && running "$(cat "$1")"
 }
 
 stop_pidfile() {  # stop_pidfile PIDFILE NAME: TERM, wait, then KILL
@@ -53,13 +61,13 @@ stop_pidfile() {  # stop_pidfile PIDFILE NAME: TERM, wait, then KILL
     kill -CONT "$pid" 2>/dev/null || true
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
+        running "$pid" || break
         sleep 0.1
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if running "$pid"; then
         log "$name ($pid) ignored TERM; killing"
         kill -KILL "$pid" 2>/dev/null || true
-        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+        while running "$pid"; do sleep 0.1; done
     fi
     rm -f "$pidfile"
     log "$name stopped"

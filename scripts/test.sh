@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# The project's test command (README, .ci/run): starts a real ZooKeeper and Redis on
-# loopback with scripts/servers.sh, runs the whole suite, and stops what it started.
+# The project's test command (README, .ci/run). From a fresh clone it sets itself up
+# (scripts/bootstrap.sh: the .venv, ZooKeeper, Redis, debootstrap), starts a real
+# ZooKeeper and Redis on loopback with scripts/servers.sh, runs the suite with the
+# venv's python, and stops what it started.
+#
+#   ./scripts/test.sh                   the whole suite (e2e too when Docker answers)
+#   ./scripts/test.sh tests/unit -x     pytest arguments; paths replace "tests"
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+# Tests start `skymesh` and the venv's python by name: the venv comes first on PATH.
+export VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH"
+unset PYTHONHOME
 started=0
-if [ -x scripts/servers.sh ]; then
-  if ! scripts/servers.sh status >/dev/null 2>&1; then
-    scripts/servers.sh start
-    started=1
-  fi
-  eval "$(scripts/servers.sh env | sed 's/^/export /')"
+if ! scripts/servers.sh status >/dev/null 2>&1; then
+  scripts/servers.sh start
+  started=1
 fi
+eval "$(scripts/servers.sh env | sed 's/^/export /')"
 cleanup() { if [ "$started" = 1 ]; then scripts/servers.sh stop || true; fi; }
 trap cleanup EXIT
 if docker info >/dev/null 2>&1; then
@@ -18,4 +25,10 @@ if docker info >/dev/null 2>&1; then
 else
   echo "test.sh: no Docker engine reachable: the e2e tests (tests/e2e) will be skipped"
 fi
-python3 -m pytest tests -q -p no:cacheprovider "$@"
+# Run "tests" unless a path (or node id) was given.
+targets=(tests)
+for arg in "$@"; do
+  case "$arg" in -*) continue ;; esac
+  if [ -e "${arg%%::*}" ]; then targets=(); break; fi
+done
+.venv/bin/python -m pytest "${targets[@]}" -q -p no:cacheprovider "$@"

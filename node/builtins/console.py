@@ -8,27 +8,34 @@ be ``auth <token>``. Try it with ``nc 127.0.0.1 <port>`` or ``skymesh console``.
 Commands: ``help``, ``list``, ``stat``, ``mem``, ``info <h>``, ``kill <h>``,
 ``ping <h>``, ``interrupt <h>``, ``gc``, ``names``, ``groups``, ``locks``,
 ``nodes``, ``call <dest> <method> [arg ...]`` (each arg JSON, else a string),
-``status`` (one JSON line: the node as ``skymesh status`` shows it), ``quit``.
+``status`` (one JSON line: the node as ``skymesh status`` shows it),
+``reload [--timeout s] <module>`` (live reload on this node), ``quit``.
 ``<h>`` is ``:0000000100000005``, ``0x100000005``, a decimal handle or a name.
 """
 
 from __future__ import annotations
 
 import gc
+import hashlib
 import hmac
+import ipaddress
 import json
+import secrets
 import shlex
 import sys
 import time
 from typing import Any
 
 from ..address import format_handle
-from ..errors import CallError, CallFailed
+from ..errors import CallError, CallFailed, ReloadError
 from ..node import Node
 from ..service import expose
 from .gate import Agent, Gate
 
-__all__ = ["Console", "ConsoleAgent", "parse_dest", "start_console"]
+__all__ = [
+    "Console", "ConsoleAgent", "client_proof", "is_loopback", "parse_dest", "server_proof",
+    "start_console",
+]
 
 OK, ERR = "<CMD OK>", "<CMD Error>"
 HELP = (
@@ -44,12 +51,36 @@ HELP = (
     ("groups", "service groups and their members"),
     ("locks", "cluster locks held by this node's coroutines"),
     ("nodes", "cluster members, master and epoch"),
-    ("call <dest> <method> [arg ...]", "call a service; args JSON, else strings"),
+    ("call [--timeout s] <dest> <method> [arg ...]", "call a service; args JSON, else strings"),
     ("status", "everything above as one JSON line (skymesh status)"),
-    ("auth <token>", "first line when the console has a token"),
+    ("hello <nonce>", "first line when the console has a token (skymesh console does it)"),
+    ("reload [--timeout s] <module>", "re-import a module, swap its services' classes"),
     ("quit", "close this session"),
 )
 RATE_EVERY = 1.0  # seconds between samples of messages handled
+AUTH_DEADLINE = 5.0  # seconds a session may take to authenticate
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def server_proof(token: str, client_nonce: str, server_nonce: str) -> str:
+    """What the console shows to prove it holds ``token``."""
+    msg = f"skymesh-console-server:{client_nonce}:{server_nonce}".encode()
+    return hmac.new(token.encode(), msg, hashlib.sha256).hexdigest()
+
+
+def client_proof(token: str, client_nonce: str, server_nonce: str) -> str:
+    """What a client shows to prove it holds ``token``."""
+    msg = f"skymesh-console-client:{client_nonce}:{server_nonce}".encode()
+    return hmac.new(token.encode(), msg, hashlib.sha256).hexdigest()
 
 
 def start_console(node: Node, port: int, token: str | None = None, host: str = "127.0.0.1") -> int:
@@ -91,8 +122,16 @@ class Console(Gate):
     def on_start(  # type: ignore[override]  # a gate whose agent and options are fixed
         self, host: str = "127.0.0.1", port: int = 0, token: str | None = None
     ) -> None:
+        if not token and not is_loopback(host):
+            raise PermissionError(
+                f"the console binds {host} without a token: set console_token_file "
+                "(or keys_dir), or bind it to 127.0.0.1"
+            )
+        # 32 sessions, 8 per address; a session that has not authenticated within
+        # AUTH_DEADLINE seconds is closed, so idle sockets cannot lock operators out.
         opts = {"framing": "line", "max_frame": 4096, "max_clients": 32,
-                "idle_timeout": 3600.0, "agent_args": [token]}
+                "max_per_address": 8, "idle_timeout": 3600.0,
+                "agent_args": [token, is_loopback(host)]}
         super().on_start(ConsoleAgent, host, port, opts)
         self.rate = 0.0
         self.seen: dict[int, int] = {}
@@ -115,11 +154,19 @@ class Console(Gate):
 class ConsoleAgent(Agent):
     """One console session: parses a line, runs the command, writes the answer."""
 
-    def on_connect(self, token: str | None = None) -> None:
+    def on_connect(self, token: str | None = None, loopback: bool = True) -> None:
         self.token = token
         self.authed = token is None
+        self.plain_auth = loopback  # "auth <token>" only on a loopback console
+        self.nonces: tuple[str, str] | None = None
         self.token_failed = False
         self.quitting = False
+        if not self.authed:
+            self.timeout(AUTH_DEADLINE, self._auth_deadline)
+
+    def _auth_deadline(self) -> None:
+        if not self.authed:
+            self.close_client()
 
     async def on_client(self, data: bytes) -> None:
         line = data.decode("utf-8", "replace").strip()
@@ -139,15 +186,31 @@ class ConsoleAgent(Agent):
                 self.close_client()
 
     def _check_auth(self, words: list[str]) -> list[str] | None:
+        """Mutual proof of the token, which never crosses the wire: the client sends
+        ``hello <nonce>``, the console answers ``proof <nonce> <hmac>`` (so the client
+        knows it reached a console holding the token) and the client then sends
+        ``prove <hmac>``. On a loopback console ``auth <token>`` also works (nc)."""
         if self.authed:
             return None
-        if words[0] == "auth" and len(words) == 2 and self.token is not None:
-            if hmac.compare_digest(words[1].encode(), self.token.encode()):
+        token = self.token
+        assert token is not None
+        if words[0] == "hello" and len(words) == 2 and self.nonces is None:
+            server_nonce = secrets.token_hex(16)
+            self.nonces = (words[1][:64], server_nonce)
+            return [f"proof {server_nonce} {server_proof(token, *self.nonces)}"]
+        if words[0] == "prove" and len(words) == 2 and self.nonces is not None:
+            if hmac.compare_digest(words[1], client_proof(token, *self.nonces)):
                 self.authed = True
                 return []
             self.token_failed = True
             raise PermissionError("bad token")
-        raise PermissionError("auth <token> required")
+        if words[0] == "auth" and len(words) == 2 and self.plain_auth:
+            if hmac.compare_digest(words[1].encode(), token.encode()):
+                self.authed = True
+                return []
+            self.token_failed = True
+            raise PermissionError("bad token")
+        raise PermissionError("hello <nonce> required (skymesh console authenticates)")
 
     async def _run(self, line: str) -> list[str]:
         words = shlex.split(line)
@@ -196,13 +259,35 @@ class ConsoleAgent(Agent):
                 lines.append(f"node {nid} host={info.host} pid={info.pid} {eps}".rstrip())
             return lines
         if cmd == "call":
+            timeout = None
+            if args[:1] == ["--timeout"] and len(args) > 1:
+                timeout, args = float(args[1]), args[2:]
             if len(args) < 2:
-                raise ValueError("usage: call <dest> <method> [arg ...]")
-            result = await self.call(parse_dest(args[0]), args[1], *map(_arg, args[2:]))
+                raise ValueError("usage: call [--timeout SECONDS] <dest> <method> [arg ...]")
+            dest, method = parse_dest(args[0]), args[1]
+            result = await self.call(dest, method, *map(_arg, args[2:]), timeout=timeout)
             return [json.dumps(result, default=repr)]
         if cmd == "status":
             return [json.dumps(await self._status(), default=repr)]
+        if cmd == "reload":
+            return await self._reload_command(node, args)
         raise ValueError(f"unknown command {cmd!r} (try help)")
+
+    async def _reload_command(self, node: Node, args: list[str]) -> list[str]:
+        """Live reload on this node only: the CLI asks each node's console in turn, so a
+        reload never travels as a cluster message. The import and the wait for the
+        swaps run on the offload pool, never blocking a worker."""
+        timeout = 10.0
+        if args[:1] == ["--timeout"] and len(args) > 1:
+            timeout, args = float(args[1]), args[2:]
+        if len(args) != 1 or not all(p.isidentifier() for p in args[0].split(".")):
+            raise ValueError("usage: reload [--timeout SECONDS] <module>")
+        failed: str | None
+        lines: list[str]
+        failed, lines = await self.offload(_reload_on, node, args[0], timeout)
+        if failed is not None:
+            raise ReloadError(failed)  # one line: why, and that the old code runs on
+        return lines
 
     async def _rate(self) -> float:
         rate: float = await self.call(self.gate, "messages_per_second", timeout=5)
@@ -252,6 +337,14 @@ class ConsoleAgent(Agent):
             "messages_per_second": rate,
             "stats": node.stats(),
         }
+
+
+def _reload_on(node: Node, module: str, timeout: float) -> tuple[str | None, list[str]]:
+    """On an offload thread: (why it failed or None, the report's lines)."""
+    try:
+        return None, node.reload(module, timeout).lines()
+    except ReloadError as exc:
+        return str(exc), []
 
 
 def _service_line(s: dict[str, Any]) -> str:

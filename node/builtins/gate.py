@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "framing": "length",  # "length" (2-byte big-endian prefix) or "line"
     "max_frame": 8192,  # bytes in one frame (a line, for framing="line")
     "max_clients": 10000,
+    "max_per_address": 0,  # connections from one IP address (0: no limit)
     "idle_timeout": 60.0,  # seconds without a complete frame
     "mailbox_limit": 256,  # agent backlog above which its client is not read
     "agent_args": [],  # extra arguments for the agent's on_connect
@@ -103,6 +104,7 @@ class Gate(Service):
         self.framing: str = opts["framing"]
         self.max_frame: int = min(int(opts["max_frame"]), 0xFFFF)
         self.max_clients: int = opts["max_clients"]
+        self.max_per_address: int = opts["max_per_address"]
         self.idle_timeout: float = opts["idle_timeout"]
         self.mailbox_limit: int = opts["mailbox_limit"]
         self.agent_args: list[Any] = list(opts["agent_args"])
@@ -145,6 +147,12 @@ class Gate(Service):
         if len(self.clients) >= self.max_clients:
             self.rejected += 1
             self._bad(sock_id, addr, f"connection limit {self.max_clients} reached")
+            return
+        if self.max_per_address and sum(
+            1 for other in self.clients.values() if other.addr[0] == addr[0]
+        ) >= self.max_per_address:
+            self.rejected += 1
+            self._bad(sock_id, addr, f"{self.max_per_address} connections from {addr[0]} already")
             return
         c = self.clients[sock_id] = _Client(sock_id, addr, self.now())
         try:

@@ -10,6 +10,9 @@ from ..node import Node
 from ..service import Service, expose
 
 
+HOST_WAIT_TURNS = 100  # x 50 ms: how long a master waits for a unique spec to reach it
+
+
 class Launcher(Service):
     """Answers ``list`` and ``stat`` about the services of this node; on the master it
     hosts cluster-unique services other nodes ask for."""
@@ -18,14 +21,23 @@ class Launcher(Service):
         await self.register(f"{LAUNCHER_PREFIX}{Node.of(self).node_id}")
 
     @expose
-    def host_unique(self, path: str) -> bool:
+    async def host_unique(self, path: str) -> bool:
         """Start the cluster-unique service ``path`` here if this node is the master.
 
         Only a spec stored in cluster config under ``@unique:<path>`` is
         started, with the class and arguments stored there; nothing in the
-        message chooses code. False when not master or no such spec.
+        message chooses code. The asking node wrote the spec just before, so
+        this node's config cache may not hold it yet: wait for it a little.
+        False when not master or no such spec appears.
         """
-        return Node.of(self).host_unique(str(path))
+        node = Node.of(self)
+        for _ in range(HOST_WAIT_TURNS):
+            if node.host_unique(str(path)):
+                return True
+            if not self.is_master():
+                return False
+            await self.sleep(0.05)
+        return False
 
     @expose
     async def spawn(self, path: str, args: builtins.list[Any], name: str | None = None) -> int:

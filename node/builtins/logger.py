@@ -1,7 +1,8 @@
 """``.logger``: one structured line per event, to stdout or a file.
 
 Line format: ``<UTC time> node=<id> <handle> <LEVEL> <text>``; with
-``log_format="json"`` the same fields as one JSON object per line.
+``log_format = "json"`` (``SKYMESH_LOG_FORMAT``) one JSON object per line with
+the fields ``time``, ``node``, ``service``, ``level``, ``message``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class Logger(Service):
     def on_start(self, path: str | None = None, level: str = "info", fmt: str = "text") -> None:
         if level not in LEVELS:
             raise ValueError(f"log level must be one of {sorted(LEVELS)}")
+        if fmt not in ("text", "json"):
+            raise ValueError("log format must be text or json")
         self.threshold = LEVELS[level]
         self.fmt = fmt
         self.lines = 0
@@ -54,8 +57,8 @@ class Logger(Service):
         node = Node.of(self).node_id
         if self.fmt == "json":
             record: dict[str, Any] = {
-                "time": stamp, "node": node, "handle": format_handle(handle),
-                "level": level, "text": text,
+                "time": stamp, "node": node, "service": format_handle(handle),
+                "level": level, "message": text,
             }
             self.out.write(json.dumps(record) + "\n")
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -43,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--node-id", help="node id or 'auto'")
     n.add_argument("--service", nargs="+", action="append", metavar="ARG",
                    help="start 'module:Class' with optional JSON-or-string args; repeatable")
+    n.add_argument("--app-dir", default=".", metavar="DIR",
+                   help="put DIR first on sys.path before importing services (default: .)")
     from . import ops as cli_ops
 
     cli_ops.add_commands(sub)
@@ -60,6 +63,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cli_ops.run(args)
     _parser().print_help()
     return 0
+
+
+def use_app_dir(app_dir: str) -> None:
+    """Put ``app_dir`` (absolute) first on ``sys.path``, as uvicorn's ``--app-dir`` does.
+
+    A console script's ``sys.path[0]`` is its bin directory, not the current
+    directory, so ``--service examples.hello:Hello`` from a checkout would not
+    import without this (``python -m`` gets the current directory already).
+    """
+    path = os.path.abspath(app_dir)
+    if sys.path[:1] != [path]:
+        sys.path.insert(0, path)
 
 
 def _run_node(args: argparse.Namespace) -> int:
@@ -94,6 +109,7 @@ def _run_node(args: argparse.Namespace) -> int:
         print(f"skymesh: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
+    use_app_dir(args.app_dir)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -1,8 +1,9 @@
-"""Operator subcommands of the ``skymesh`` CLI: health, console, call, status.
+"""Operator subcommands of the ``skymesh`` CLI: health, console, call, status, reload.
 
 ``console``, ``call`` and ``status`` talk to a node's ``.console`` (see
-``node/console.py``): ``--host``/``--port``/``--token``, or ``--config`` for
-the node's ``console_port``/``console_token`` (``SKYMESH_*`` apply). For a
+``node/builtins/console.py``): ``--host``/``--port``/``--token-file``, or ``--config``
+for the node's ``console_port``/``console_token_file`` (``SKYMESH_*`` apply); the
+token is never taken from argv, nor sent: the console proves it holds it first. For a
 cluster (the config names ZooKeeper), ``status`` lists the members from
 ZooKeeper and asks each one's console, advertised in its membership
 endpoints under ``"console"``.
@@ -13,11 +14,16 @@ Exit status: 0 done, 1 the command failed or a node did not answer, 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
+import secrets
 import shlex
 import socket
 import sys
+from pathlib import Path
 from typing import Any
+
+from ..builtins.console import client_proof, server_proof
 
 __all__ = ["ConsoleClient", "add_commands", "run"]
 
@@ -44,12 +50,18 @@ def add_commands(sub: Any) -> None:
     _console_args(s)
     s.add_argument("--json", action="store_true", help="one JSON document")
 
+    r = sub.add_parser("reload", help="live reload: re-import MODULE on every node's console")
+    _console_args(r)
+    r.add_argument("module", help="the dotted module name, as the nodes imported it")
+    r.add_argument("--node", type=int, action="append", dest="nodes", metavar="N",
+                   help="only node N (repeatable; needs a cluster config)")
+
 
 def _console_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="the node's TOML config (console_port, console_token)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, help="console port (default: the config's)")
-    p.add_argument("--token", help="console token (default: the config's)")
+    p.add_argument("--token-file", help="file holding the console token (default: the config's)")
     p.add_argument("--timeout", type=float, default=10.0)
 
 
@@ -60,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     done = cli_cluster.run(args)
     if done is not None:
         return done
-    if args.command in ("console", "call", "status"):
+    if args.command in ("console", "call", "status", "reload"):
         try:
             return _with_console(args)
         except _UsageError as exc:
@@ -94,10 +106,24 @@ class ConsoleClient:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.file = self.sock.makefile("rb")
         if token is not None:
-            ok, lines = self.command(f"auth {shlex.quote(token)}")
-            if not ok:
+            try:
+                self._authenticate(token)
+            except BaseException:
                 self.close()
-                raise PermissionError(lines[-1] if lines else "bad token")
+                raise
+
+    def _authenticate(self, token: str) -> None:
+        """The console proves it holds the token first; the token itself never goes."""
+        nonce = secrets.token_hex(16)
+        ok, lines = self.command(f"hello {nonce}")
+        words = lines[0].split() if ok and lines else []
+        if len(words) != 3 or words[0] != "proof" or not hmac.compare_digest(
+            words[2], server_proof(token, nonce, words[1])
+        ):
+            raise PermissionError("the console did not prove it holds the token: not ours")
+        ok, lines = self.command(f"prove {client_proof(token, nonce, words[1])}")
+        if not ok:
+            raise PermissionError(lines[-1] if lines else "bad token")
 
     def command(self, line: str) -> tuple[bool, list[str]]:
         """Send one command line; return (ok, answer lines). On error the last line says why."""
@@ -139,7 +165,12 @@ def _settings(args: argparse.Namespace) -> tuple[Any, int | None, str | None]:
         except ConfigError as exc:
             raise _UsageError(f"config error: {exc}") from exc
     port = args.port if args.port is not None else getattr(cfg, "console_port", None)
-    token = args.token if args.token is not None else getattr(cfg, "console_token", None)
+    token = getattr(cfg, "console_token", None)
+    if args.token_file is not None:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise _UsageError(f"cannot read the token file: {exc}") from exc
     return cfg, port, token
 
 
@@ -147,11 +178,17 @@ def _with_console(args: argparse.Namespace) -> int:
     cfg, port, token = _settings(args)
     if args.command == "status" and cfg is not None and cfg.zk_hosts and args.port is None:
         return _cluster_status(args, cfg, token)
+    if args.command == "reload":
+        return _reload(args, cfg, port, token)
     if port is None:
         raise _UsageError("no console port: pass --port or a config with console_port")
     with ConsoleClient(args.host, port, token, args.timeout) as c:
         if args.command == "call":
-            line = " ".join(shlex.quote(w) for w in ["call", args.dest, args.method, *args.args])
+            # The node's side of the call ends first (0.9 of --timeout), so the whole
+            # operation, socket included, is bounded by --timeout and says why it failed.
+            inner = f"{max(args.timeout * 0.9, 0.01):.3f}"
+            words = ["call", "--timeout", inner, args.dest, args.method, *args.args]
+            line = " ".join(shlex.quote(w) for w in words)
             ok, lines = c.command(line)
             print("\n".join(lines), file=sys.stdout if ok else sys.stderr)
             return 0 if ok else EXIT_FAIL
@@ -240,14 +277,12 @@ def _cluster_status(args: argparse.Namespace, cfg: Any, token: str | None) -> in
         return EXIT_FAIL
     per_node: dict[Any, Any] = {}
     failed = False
-    for nid, info in sorted(members.items()):
-        endpoint = info.endpoints.get("console", "").removeprefix("tcp://")
-        host, _, port = endpoint.rpartition(":")
-        if not port.isdigit():
-            per_node[nid] = "no console advertised"
+    for nid, where in sorted(_console_addresses(members).items()):
+        if isinstance(where, str):
+            per_node[nid] = where
             continue
         try:
-            with ConsoleClient(host or info.host, int(port), token, args.timeout) as c:
+            with ConsoleClient(*where, token, args.timeout) as c:
                 ok, lines = c.command("status")
             per_node[nid] = json.loads(lines[0]) if ok else f"console error: {lines[-1]}"
             failed = failed or not ok
@@ -263,3 +298,76 @@ def _cluster_status(args: argparse.Namespace, cfg: Any, token: str | None) -> in
     })
     _print_status(doc, args.json)
     return EXIT_FAIL if failed else 0
+
+
+def _console_addresses(members: dict[int, Any]) -> dict[int, tuple[str, int] | str]:
+    """Each member's console ``(host, port)`` from its membership endpoints, or why not."""
+    out: dict[int, tuple[str, int] | str] = {}
+    for nid, info in members.items():
+        endpoint = info.endpoints.get("console", "").removeprefix("tcp://")
+        host, _, port = endpoint.rpartition(":")
+        out[nid] = (host or info.host, int(port)) if port.isdigit() else "no console advertised"
+    return out
+
+
+# -- reload -----------------------------------------------------------------------------------
+
+
+def _reload(args: argparse.Namespace, cfg: Any, port: int | None, token: str | None) -> int:
+    """Ask each node's console, one after the other, to reload ``args.module``.
+
+    The CLI fans out (not one node's console to the others) so that a reload is
+    only ever an operator's console command: no cluster message can start one.
+    Exit 1 if any chosen node failed, could not be reached, or if no node had the
+    module loaded (a typo reloads nothing).
+    """
+    if cfg is not None and cfg.zk_hosts and args.port is None:
+        from coord.errors import CoordError
+        from coord.observer import ClusterView
+
+        try:
+            with ClusterView(cfg.zk_hosts, cfg.cluster, args.timeout) as view:
+                targets = _console_addresses(view.members())
+        except CoordError as exc:
+            print(f"skymesh: ZooKeeper unreachable or unreadable: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+        if args.nodes:
+            missing = sorted(set(args.nodes) - set(targets))
+            targets = {n: w for n, w in targets.items() if n in args.nodes}
+            for nid in missing:
+                targets[nid] = "not a cluster member"
+    elif args.nodes:
+        raise _UsageError("--node needs a cluster config (zk_hosts) to find the nodes")
+    elif port is None:
+        raise _UsageError("no console port: pass --port or a config with console_port")
+    else:
+        targets = {0: (args.host, port)}
+    inner = f"{max(args.timeout * 0.8, 0.01):.3f}"  # the node's wait ends before ours
+    line = " ".join(shlex.quote(w) for w in ("reload", "--timeout", inner, args.module))
+    failed, loaded = False, False
+    for nid, where in sorted(targets.items()):
+        label = f"node {nid}" if nid else f"{args.host}:{port}"
+        if isinstance(where, str):
+            print(f"{label}: not reloaded: {where}", file=sys.stderr)
+            failed = True
+            continue
+        try:
+            with ConsoleClient(*where, token, args.timeout) as c:
+                ok, lines = c.command(line)
+        except PermissionError as exc:
+            print(f"{label}: not reloaded: console refused: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        except OSError as exc:
+            print(f"{label}: not reloaded: console unreachable: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        if not ok:
+            print(f"{label}: {lines[-1]}", file=sys.stderr)
+            failed = True
+            continue
+        print("\n".join(lines))
+        loaded = loaded or not any("is not loaded here" in x for x in lines)
+    if not loaded and not failed:
+        print(f"skymesh: {args.module} is loaded on none of these nodes", file=sys.stderr)
+    return EXIT_FAIL if failed or not loaded else 0

@@ -18,6 +18,8 @@ import threading
 from collections import deque
 from typing import Any, Protocol
 
+from ..errors import Overloaded
+
 OVERLOAD_THRESHOLD = 1024
 
 
@@ -33,10 +35,16 @@ class Runnable(Protocol):
 class Mailbox:
     """A deque of messages plus the ``in_global`` flag."""
 
-    __slots__ = ("_claim", "global_queue", "in_global", "overload", "queue", "service")
+    __slots__ = (
+        "_claim", "global_queue", "in_global", "limit", "overload", "queue", "service",
+    )
 
-    def __init__(self, service: Runnable, global_queue: deque[Mailbox]) -> None:
+    def __init__(
+        self, service: Runnable, global_queue: deque[Mailbox], limit: int = 0
+    ) -> None:
         self.service = service
+        # Past this many queued messages `offer` refuses (0: unbounded, skynet's default).
+        self.limit = limit
         # Appended by any thread; popped only by the worker that owns the mailbox.
         self.queue: deque[tuple[int, int, int, Any]] = deque()
         # Held exactly while in_global is True. Owner: whoever acquired it.
@@ -48,6 +56,19 @@ class Mailbox:
 
     def push(self, msg: tuple[int, int, int, Any]) -> bool:
         """Append ``msg``; return True when this push put the mailbox in the global queue."""
+        self.queue.append(msg)
+        if self.in_global or not self._claim.acquire(False):
+            return False
+        self.in_global = True
+        self.global_queue.append(self)
+        return True
+
+    def offer(self, msg: tuple[int, int, int, Any]) -> bool:
+        """:meth:`push` a SEND or CALL, unless the mailbox is at its limit: then raise
+        ``Overloaded`` and queue nothing. Replies and notices use :meth:`push` (never
+        refused: a caller must always hear back)."""
+        if self.limit and len(self.queue) >= self.limit:
+            raise Overloaded(f"service {self.service.handle:#x} has {self.limit} messages queued")
         self.queue.append(msg)
         if self.in_global or not self._claim.acquire(False):
             return False

@@ -40,6 +40,9 @@ T_HANDLER, T_START, T_STOP, T_OTHER = range(4)
 # TIMER payload of a ``timeout(seconds, fn)`` callback.
 CALLBACK = "callback"
 
+# SYSTEM event: swap to the class of the same name in a reloaded module (node._reload).
+RELOAD = "reload"
+
 
 class Host(Protocol):
     """What a service's runtime half calls on its node."""
@@ -355,12 +358,58 @@ class ServiceCore:
             self._start(source, session, data)
         elif event in ("kill", "stop"):
             self._terminate(event, None)
+        elif event == RELOAD:
+            self._swap_class(source, session, data)
         elif self._state == RUNNING:
             hook = getattr(self, _HOOKS.get(event, "on_system"), None)
             if hook is None:
                 return
             args = tuple(data) if event in _HOOKS else (event, data)
             self._run_callable(hook, args, event)
+
+    def _swap_class(self, source: int, session: int, new: Any) -> None:
+        """Become an instance of ``new`` (the same class from a reloaded module), between
+        two messages on this service's own worker; answer ``session`` with the outcome.
+
+        Instance state stays (``__dict__`` is kept); the handler table is rebuilt, so
+        the next message dispatches to the new code. Coroutines suspended in old
+        handlers hold old function objects and finish in the old code. Only the node's
+        reloader posts this event: the harbor refuses it from the network and a class
+        object cannot cross the wire.
+        """
+        old = type(self)
+        if self._state >= STOPPING:
+            outcome = "not swapped: the service is stopping"
+        elif not (isinstance(new, type) and issubclass(new, ServiceCore)):
+            outcome = f"not swapped: {new!r} is not a service class"
+        else:
+            try:
+                self.__class__ = new
+            except TypeError as err:  # incompatible layout (__slots__ changed)
+                outcome = f"not swapped: {err}"
+            else:
+                self._handlers = new._handlers
+                running = self._state == RUNNING
+                outcome = "swapped" if running else "swapped (starting: no on_reload)"
+        if outcome == "swapped":
+            hook = getattr(self, "on_reload", None)
+            outcome = self._run_on_reload(hook, old) if hook is not None else outcome
+        if session:
+            self._host.reply(self.handle, source, session, REPLY, outcome)
+
+    def _run_on_reload(self, hook: Callable[..., Any], old: type) -> str:
+        """Run ``on_reload(old)``; the outcome line the reloader reports."""
+        try:
+            result = hook(old)
+        except ServiceExit:
+            self._terminate("exit", None)
+            return "swapped; on_reload ended it"
+        except Exception as err:
+            self._host.log_exc(self.handle, "on_reload failed", err)
+            return f"swapped; on_reload raised {type(err).__name__}: {err}"
+        if isinstance(result, Coroutine):
+            self._step(Task(result, 0, 0, T_OTHER, "on_reload"), None, None)
+        return "swapped"
 
     def _start(self, source: int, session: int, args: tuple[Any, ...]) -> None:
         on_start = getattr(self, "on_start", None)

@@ -93,7 +93,8 @@ def cluster(servers: dict[str, str]) -> Iterator[str]:
 
 @pytest.fixture
 def make_coord(servers: dict[str, str], cluster: str) -> Iterator[Callable[..., Any]]:
-    """``make_coord(node_id=None, session_timeout=4.0, listener=None, start=True)``."""
+    """``make_coord(node_id=None, session_timeout=4.0, listener=None, start=True,
+    redis=True, endpoints=None)``; nothing listens on the default endpoint."""
     import coord
 
     made: list[Any] = []
@@ -104,6 +105,7 @@ def make_coord(servers: dict[str, str], cluster: str) -> Iterator[Callable[..., 
         listener: Any = None,
         start: bool = True,
         redis: bool = True,
+        endpoints: dict[str, str] | None = None,
     ) -> Any:
         c = coord.connect(
             servers["zk"],
@@ -115,7 +117,8 @@ def make_coord(servers: dict[str, str], cluster: str) -> Iterator[Callable[..., 
         if listener is not None:
             c.add_listener(listener)
         if start:
-            c.start(node_id, "localhost", os.getpid(), {"harbor": "tcp://127.0.0.1:1"})
+            eps = {"harbor": "tcp://127.0.0.1:1"} if endpoints is None else endpoints
+            c.start(node_id, "localhost", os.getpid(), eps)
         return c
 
     yield make

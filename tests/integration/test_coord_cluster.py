@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import socket
 import threading
+import time
 
 import pytest
 from coord_helpers import Recorder, wait_for
@@ -31,9 +34,29 @@ def test_membership_ids_incarnations_and_events(make_coord):
 
 
 def test_node_id_taken_at_once(make_coord):
+    # The holder answers on an endpoint it advertised: a live node, refused at once.
+    with socket.create_server(("127.0.0.1", 0)) as live:
+        port = live.getsockname()[1]
+        a = make_coord(endpoints={"pull": f"tcp://127.0.0.1:{port}"})
+        t0 = time.monotonic()
+        with pytest.raises(coord.NodeIdTaken, match="live node"):
+            make_coord(node_id=a.node.node_id, endpoints={"pull": "tcp://127.0.0.1:2"})
+        assert time.monotonic() - t0 < 3
+
+
+def test_node_id_of_a_silent_live_session_refused_after_a_bounded_wait(make_coord, caplog):
+    # Nothing answers on the holder's endpoints, but its session is alive: the newcomer
+    # waits (about its session timeout plus a margin), then gives up; the holder keeps it.
     a = make_coord()
-    with pytest.raises(coord.NodeIdTaken):
-        make_coord(node_id=a.node.node_id)
+    t0 = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="coord"), pytest.raises(
+        coord.NodeIdTaken, match="did not end within"
+    ):
+        make_coord(node_id=a.node.node_id, session_timeout=2.0)
+    took = time.monotonic() - t0
+    assert 4.5 < took < 10, took  # the bound is 1.5 * 2 s + 2 s
+    assert len([r for r in caplog.records if "waiting up to" in r.getMessage()]) == 1
+    assert a.members()[a.node.node_id] == a.node
 
 
 def test_names_register_query_wait_and_taken(make_coord):
@@ -157,3 +180,29 @@ def test_submit_runs_on_coord_thread(make_coord):
     a.submit(a.register_name, "", 3, callback=cb)
     assert done.wait(20)
     assert isinstance(out[1][1], ValueError)
+
+
+def test_epoch_created_after_nodes_watch_reaches_every_node(make_coord, servers, cluster):
+    # Issue 12: a node that read the election while ``epoch`` did not exist yet set no
+    # watch on it (``get`` on a missing node sets none) and kept reporting epoch 0.
+    # A foreign candidate holds the lowest election seat, so none of the coordinators
+    # leads or bumps the epoch; the epoch appears only once all of them are watching.
+    from kazoo.client import KazooClient
+
+    zk = KazooClient(hosts=servers["zk"], timeout=10)
+    zk.start(15)
+    try:
+        zk.ensure_path(f"/skymesh/{cluster}/election")
+        zk.create(f"/skymesh/{cluster}/election/n-", b"99", ephemeral=True, sequence=True)
+        recs = [Recorder() for _ in range(3)]
+        cs = [make_coord(listener=r) for r in recs]
+        wait_for(lambda: all(c.master() == (99, 0) for c in cs), what="all see master 99")
+        assert not zk.exists(f"/skymesh/{cluster}/epoch")
+        zk.create(f"/skymesh/{cluster}/epoch", b"7")
+        wait_for(lambda: all(c.master() == (99, 7) for c in cs), timeout=10, what="epoch 7")
+        for r in recs:
+            wait_for(lambda r=r: ("master", False, 7, 99) in r.events, what="on_master epoch 7")
+        assert not any(c.is_master() for c in cs)
+    finally:
+        zk.stop()
+        zk.close()

@@ -140,3 +140,15 @@ def test_services_hear_of_a_suspended_and_reconnected_session(znode: Node, fault
     finally:
         faults.start_zk()
     wait_for(lambda: znode.call(w, "seen")[-1:] == ["reconnected"], timeout=30)
+
+
+def test_on_group_notices_from_zookeeper(znode: Node) -> None:
+    from tests.unit.test_idioms import GroupWatcher, Joiner
+
+    w = znode.newservice(GroupWatcher)
+    assert znode.call(w, "look", "zk-rooms") == []
+    j = znode.newservice(Joiner)
+    znode.call(j, "join", "zk-rooms")
+    wait_for(lambda: znode.call(w, "seen") == [["zk-rooms", "join", j]], timeout=10)
+    znode.call(j, "leave", "zk-rooms")
+    wait_for(lambda: znode.call(w, "seen")[-1:] == [["zk-rooms", "leave", j]], timeout=10)

@@ -188,3 +188,21 @@ def test_newservice_on_another_node_starts_only_allowed_classes(pair: Pair) -> N
     assert "no_such_module_xyz" not in sys.modules
     b.allow(f"{__name__}:Echo")  # what a config `services` entry does
     assert a.call(spawner, "place", f"{__name__}:Echo", 2) >> 32 == 2
+
+
+class Boom(Service):
+    @expose
+    def boom(self) -> None:
+        raise ValueError("secret path /srv/app.py")
+
+
+def test_remote_callers_get_no_traceback_unless_configured(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    boom = b.newservice(Boom)
+    with pytest.raises(CallError) as remote:
+        a.call(boom, "boom")
+    assert remote.value.remote_type == "ValueError" and "secret path" in str(remote.value)
+    assert remote.value.remote_traceback == ""
+    with pytest.raises(CallError) as local:
+        b.call(boom, "boom")
+    assert "raise ValueError" in local.value.remote_traceback  # local callers keep it

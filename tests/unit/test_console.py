@@ -106,15 +106,22 @@ def test_token_required(node: Node, console) -> None:
     _, port = console
     with ConsoleClient("127.0.0.1", port) as c:
         ok, lines = c.command("list")
-        assert not ok and "auth" in lines[-1]
+        assert not ok and "hello <nonce> required" in lines[-1]
     with pytest.raises(PermissionError):
         ConsoleClient("127.0.0.1", port, "wrong")
 
 
-def test_cli_console_call_and_status(node: Node, console, capsys) -> None:
+def _token_file(tmp_path) -> str:
+    path = tmp_path / "console.token"
+    path.write_text("s3cret\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+def test_cli_console_call_and_status(node: Node, console, capsys, tmp_path) -> None:
     _, port = console
     kv = node.newservice(Kv)
-    base = ["--port", str(port), "--token", "s3cret"]
+    base = ["--port", str(port), "--token-file", _token_file(tmp_path)]
     assert main(["console", *base, "-c", "list"]) == 0
     assert "Kv" in capsys.readouterr().out
     assert main(["call", *base, "kv", "put", "k", '{"n": 1}']) == 0
@@ -157,3 +164,83 @@ def test_interactive_console_and_health(node: Node, console, capsys, monkeypatch
 def test_parse_dest() -> None:
     assert parse_dest(":0000000300000012") == (3 << 32) | 0x12
     assert parse_dest("0x10") == 16 and parse_dest("42") == 42 and parse_dest("lobby") == "lobby"
+
+
+def test_cli_call_timeout_bounds_the_node_side_call(node: Node, console, capsys, tmp_path) -> None:
+    """`skymesh call --timeout T` ends within T even when the node's call_timeout
+    (10 s here) is longer: the console's own call gets the CLI's deadline."""
+    _, port = console
+    kv = node.newservice(Kv)
+    base = ["--port", str(port), "--token-file", _token_file(tmp_path), "--timeout", "0.5"]
+    t0 = time.monotonic()
+    assert main(["call", *base, format_handle(kv), "hold", "clock", "3"]) == 1
+    assert time.monotonic() - t0 < 2.0
+    assert "CallTimeout" in capsys.readouterr().err
+
+
+
+def test_a_fake_console_never_gets_the_token() -> None:
+    """A console endpoint that cannot prove it holds the token (a rewritten membership
+    entry pointing at an attacker) learns nothing: the CLI sends a nonce, not the token."""
+    import socket as sk
+
+    heard: list[bytes] = []
+    srv = sk.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+
+    def fake() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            f = conn.makefile("rb")
+            for _ in range(2):
+                line = f.readline()
+                if not line:
+                    return
+                heard.append(line)
+                conn.sendall(b"proof abcd " + b"0" * 64 + b"\n<CMD OK>\n")
+
+    t = threading.Thread(target=fake, daemon=True)
+    t.start()
+    with pytest.raises(PermissionError, match="did not prove"):
+        ConsoleClient("127.0.0.1", srv.getsockname()[1], "s3cret")
+    t.join(5)
+    srv.close()
+    assert heard and all(b"s3cret" not in line for line in heard)
+
+
+def test_console_off_loopback_needs_a_token_and_the_handshake(node: Node) -> None:
+    from node import ServiceStartError
+
+    with pytest.raises(ServiceStartError, match="without a token"):
+        start_console(node, 0, None, host="0.0.0.0")
+    h = start_console(node, 0, "s3cret", host="0.0.0.0")
+    port = node.call(h, "address")[1]
+    with ConsoleClient("127.0.0.1", port) as c:  # plain "auth <token>" is refused there
+        ok, lines = c.command("auth s3cret")
+        assert not ok and "hello" in lines[-1]
+    with ConsoleClient("127.0.0.1", port, "s3cret") as c:
+        assert c.command("ping .console")[0]
+
+
+def test_idle_unauthenticated_sessions_cannot_lock_the_operator_out(
+    node: Node, monkeypatch
+) -> None:
+    import socket as sk
+
+    import node.builtins.console as console_mod
+
+    monkeypatch.setattr(console_mod, "AUTH_DEADLINE", 0.5)
+    h = start_console(node, 0, "s3cret")
+    port = node.call(h, "address")[1]
+    idle = [sk.create_connection(("127.0.0.1", port)) for _ in range(8)]
+    extra = sk.create_connection(("127.0.0.1", port))  # the 9th from one address: refused
+    extra.settimeout(5)
+    assert extra.recv(100) == b""
+    extra.close()
+    for s in idle:  # each is closed by the console once its deadline passes
+        s.settimeout(5)
+        assert s.recv(100) == b""
+        s.close()
+    with ConsoleClient("127.0.0.1", port, "s3cret") as c:
+        assert c.command("ping .console")[0]

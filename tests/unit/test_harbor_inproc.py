@@ -101,7 +101,7 @@ def test_pubsub_and_kill(pair):
 
 def test_exports_are_exactly_the_public_names():
     public = {n for n in dir(harbor) if not n.startswith("_")}
-    modules = {"errors", "inproc", "transport", "wire", "zmq_transport"}
+    modules = {"curve", "errors", "inproc", "keys", "transport", "wire", "zmq_transport"}
     assert set(harbor.__all__) == public - modules
     for mod in modules:
         sub = getattr(harbor, mod)
@@ -109,3 +109,32 @@ def test_exports_are_exactly_the_public_names():
             assert hasattr(sub, name)
             if name in harbor.__all__:
                 assert getattr(harbor, name) is getattr(sub, name)
+
+
+def test_wire_policy_applies_in_process_too():
+    from harbor import WirePolicy
+
+    hub = InprocHub()
+    got: list = []
+    policy = WirePolicy(frozenset({0}))
+    a = InprocTransport(1, 11, lambda *x: None, lambda *x: None, lambda *x: None, hub=hub)
+    b = InprocTransport(
+        2, 22, lambda s, i, m: got.extend(m), lambda *x: None, lambda *x: None,
+        hub=hub, wire_policy=policy,
+    )  # fmt: skip
+    for t in (a, b):
+        t.start()
+    try:
+        a.set_peers({2: PeerInfo(22, **b.endpoints)})
+        b.set_peers({1: PeerInfo(11, **a.endpoints)})
+        time.sleep(0.05)
+        a.send(2, (1, 2, 3, 4, None))  # TIMER-like kind 4: refused
+        a.send(2, (1, 2, 3, 0, "ok"))
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [m[4] for m in got] == ["ok"]
+        assert b.stats()["drop_kind"] == 1
+    finally:
+        a.stop()
+        b.stop()

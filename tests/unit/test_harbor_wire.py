@@ -126,3 +126,64 @@ def test_publication_errors():
     with pytest.raises(FrameError) as info:
         wire.decode_publication(b"chat\x00", body, 10)
     assert info.value.reason == "oversize"
+
+
+def _peek_reason(data: bytes, max_size: int = MAX) -> str:
+    with pytest.raises(FrameError) as info:
+        wire.peek_header(data, max_size)
+    return info.value.reason
+
+
+def test_peek_header_reads_only_the_header():
+    msgs = [(1, 2, i, 0, "x" * 1000) for i in range(100)]
+    data = _frame(msgs, src=(7, 70), dst=(2, 22))
+    assert wire.peek_header(data, MAX) == (wire.VERSION, 7, 70, 2, 22, 100)
+    # the rest is not looked at: garbage after the header does not matter to the peek
+    assert wire.peek_header(data[:40] + b"\xc1" * 1000, MAX).src_node == 7
+    assert _peek_reason(b"") == "truncated"
+    assert _peek_reason(data[:5]) == "truncated"
+    assert _peek_reason(b"\xc1") == "decode"
+    assert _peek_reason(msgpack.packb({"a": 1})) == "decode"
+    assert _peek_reason(msgpack.packb([wire.VERSION, "1", 11, 2, 0, []])) == "decode"
+    assert _peek_reason(msgpack.packb([wire.VERSION + 1, 1, 11, 2, 0, []])) == "version"
+    assert _peek_reason(msgpack.packb([wire.VERSION, 1, 11, 2, 0, "x" * 200])) == "decode"
+    assert _peek_reason(data, max_size=len(data) - 1) == "oversize"
+
+
+def test_msgpack_limits_refuse_huge_containers_cheaply():
+    import time
+
+    n = wire.MAX_CONTAINER_LEN + 1
+    head = msgpack.packb([wire.VERSION, 1, 11, 2, 0])
+    # a batch announcing 2**20+1 empty arrays: refused at the array header, not built
+    data = b"\x96" + head[1:] + b"\xdd" + n.to_bytes(4, "big") + b"\x90" * n
+    t0 = time.perf_counter()
+    assert _reason(data, 1 << 24) == "decode"
+    assert time.perf_counter() - t0 < 0.05
+    # a map too large inside a payload
+    big_map = b"\xdf" + n.to_bytes(4, "big") + b"\x00\x00" * n
+    msg = b"\x95\x01\x02\x03\x00" + big_map
+    assert _reason(b"\x96" + head[1:] + b"\x91" + msg, 1 << 24) == "decode"
+    # ext types are never accepted
+    assert (
+        _reason(
+            msgpack.packb([wire.VERSION, 1, 11, 2, 0, [[1, 2, 3, 0, None]]])[:-1] + b"\xd4\x01\x00"
+        )
+        == "decode"
+    )
+
+
+def test_wire_policy_admits_only_listed_kinds_and_events():
+    policy = wire.WirePolicy(frozenset({0, 1}), 6, frozenset({"kill"}))
+    assert policy.admits(0, None) and policy.admits(6, ["kill", None])
+    assert not policy.admits(4, None)
+    assert not policy.admits(6, ["start", []])
+    assert not policy.admits(6, "kill")
+    ok = _frame([(1, 2, 3, 0, None), (1, 2, 3, 6, ("kill", None))])
+    assert len(wire.decode_frame(ok, MAX, policy).messages) == 2
+    for bad in [(1, 2, 3, 5, None), (1, 2, 3, 6, ("start", ())), (1, 2, 3, 6, None)]:
+        data = _frame([(1, 2, 3, 0, None), bad])
+        with pytest.raises(FrameError) as info:
+            wire.decode_frame(data, MAX, policy)
+        assert info.value.reason == "kind"
+        assert len(wire.decode_frame(data, MAX).messages) == 2  # no policy: accepted

@@ -323,3 +323,42 @@ def test_master_leader_and_group_members_standalone(node: Node) -> None:
     assert ok1 and ok2 and out1 <= in2 and fence1 != fence2
     assert node.call(a, "members", "g") == [a]
     assert sorted(node.call(b, "members", "g")) == sorted([a, b])
+
+
+class GroupWatcher(Service):
+    def on_start(self) -> None:
+        self.events: list[Any] = []
+
+    @expose
+    def look(self, group: str) -> list[int]:
+        return self.group_members(group)
+
+    def on_group(self, group: str, event: str, handle: int) -> None:
+        self.events.append([group, event, handle])
+
+    @expose
+    def seen(self) -> list[Any]:
+        return list(self.events)
+
+
+class Joiner(Service):
+    @expose
+    async def join(self, group: str) -> None:
+        await self.join_group(group)
+
+    @expose
+    async def leave(self, group: str) -> None:
+        await self.leave_group(group)
+
+
+def test_group_members_and_on_group_notices(node: Node) -> None:
+    w = node.newservice(GroupWatcher)
+    assert node.call(w, "look", "rooms") == []
+    j1, j2 = node.newservice(Joiner), node.newservice(Joiner)
+    node.call(j1, "join", "rooms")
+    node.call(j2, "join", "rooms")
+    node.call(j1, "leave", "rooms")
+    node.kill(j2)
+    wait_for(lambda: len(node.call(w, "seen")) == 4)
+    assert node.call(w, "seen") == [["rooms", "join", j1], ["rooms", "join", j2],
+                                    ["rooms", "leave", j1], ["rooms", "leave", j2]]

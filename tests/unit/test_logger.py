@@ -33,3 +33,33 @@ def test_the_logger_exposes_no_write_handler(node: Node, log_path: Path) -> None
         node.call(".logger", "write", 0.0, 0, "error", "from a message")
     assert info.value.remote_type == "NoHandler"
     assert "from a message" not in log_path.read_text()
+
+
+def test_json_log_format_from_the_environment(tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    from node import load_config
+
+    monkeypatch.setenv("SKYMESH_LOG_FORMAT", "json")
+    log = tmp_path / "node.jsonl"
+    cfg = load_config({"log_file": str(log), "node_id": 1})
+    assert cfg.log_format == "json"
+    n = Node.from_config(cfg)
+    try:
+        h = n.newservice(Chatty)
+        n.call(h, "say", "line one\nline two")
+        wait_for(lambda: "line one" in log.read_text())
+    finally:
+        n.stop()
+    records = [json.loads(x) for x in log.read_text().splitlines()]
+    said = [r for r in records if r["message"].startswith("line one")]
+    assert said and said[0]["message"] == "line one\nline two"
+    assert set(said[0]) == {"time", "node", "service", "level", "message"}
+    assert said[0]["node"] == 1 and said[0]["level"] == "info"
+
+
+def test_bad_log_format_is_a_config_error() -> None:
+    from node import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="log_format"):
+        load_config({"log_format": "yaml"}, env={})
