@@ -37,12 +37,14 @@ from .errors import (
 )
 from .node import Node
 from .service import Service, expose, launchable
+from .supervisor import ChildSpec, Supervisor
 
 __all__ = [
     "Agent",
     "CallError",
     "CallFailed",
     "CallTimeout",
+    "ChildSpec",
     "ConfigError",
     "Gate",
     "Group",
@@ -61,6 +63,7 @@ __all__ = [
     "ServiceStartError",
     "SkymeshError",
     "SocketError",
+    "Supervisor",
     "TransportFactory",
     "expose",
     "format_handle",
