@@ -5,9 +5,11 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
+from .._lifecycle import LAUNCHABLE, resolve_class
 from .._unique import LAUNCHER_PREFIX
 from ..node import Node
 from ..service import Service, expose
+from ..supervisor import Supervisor
 
 HOST_WAIT_TURNS = 100  # x 50 ms: how long a master waits for a unique spec to reach it
 
@@ -46,6 +48,10 @@ class Launcher(Service):
         node = Node.of(self)
         if not isinstance(path, str) or not node.may_launch(path):
             raise PermissionError(f"{path!r} may not be started from another node")
+        # A supervisor starts the children its arguments name: allowed by config alone it
+        # would let a message choose code. Only an explicitly @launchable one may come.
+        if issubclass(resolve_class(path), Supervisor) and path not in LAUNCHABLE:
+            raise PermissionError(f"{path!r} is a supervisor: mark it @launchable to allow it")
         return await self.newservice(path, *args, name=name)
 
     @expose

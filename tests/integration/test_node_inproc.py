@@ -206,3 +206,13 @@ def test_remote_callers_get_no_traceback_unless_configured(pair: Pair) -> None:
     with pytest.raises(CallError) as local:
         b.call(boom, "boom")
     assert "raise ValueError" in local.value.remote_traceback  # local callers keep it
+
+
+def test_a_supervisor_allowed_by_config_alone_is_not_a_code_loading_gadget(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    spawner = a.newservice(Spawner)
+    b.allow("node.supervisor:Supervisor")  # as a config `services` entry would
+    with pytest.raises(CallError) as info:
+        a.call(spawner, "place", "node.supervisor:Supervisor", 2,
+               [{"cls": "os:system", "args": ["true"]}])
+    assert "PermissionError" in str(info.value) and "supervisor" in str(info.value)
