@@ -74,6 +74,7 @@ KINDS: dict[str, str] = {
     "node": r"skymesh node --standalone .*",
     "nc": r"nc 127\.0\.0\.1 \d+",
     "cluster": r"(\./scripts/servers\.sh .*|SKYMESH_\w+=.* skymesh .*|kill %1 %2)",
+    "reload": r"skymesh reload .*",
 }
 
 
@@ -387,3 +388,15 @@ def test_benchmark_commands_in_the_text_parse_their_options() -> None:
             for option in extra:
                 if option.startswith("--"):
                     assert option in p.stdout, f"{cmd}: no {option} in --help"
+
+
+def test_reload_commands_parse_and_say_why_they_cannot_reach() -> None:
+    """With nothing to reach (no console on the port, no ZooKeeper) each README reload
+    command runs and fails with a clear line, exit 1, never a usage error (2)."""
+    env = _env() | {"SKYMESH_ZK_HOSTS": "127.0.0.1:1", "SKYMESH_CLUSTER": "readme"}
+    for cmd, _ in _of("reload"):
+        cmd = cmd.replace("--port 7001", "--port 1")
+        p = subprocess.run(_in_venv(cmd + " --timeout 2"), env=env, capture_output=True,
+                           text=True, timeout=120)
+        assert p.returncode == 1, (cmd, p.returncode, p.stderr)
+        assert p.stderr.strip() and "Traceback" not in p.stderr, (cmd, p.stderr)
