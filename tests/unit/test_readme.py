@@ -328,7 +328,7 @@ def test_lobby_starts_and_nc_can_chat() -> None:
 def test_python_example_prints_what_its_comments_say(tmp_path: Path) -> None:
     (code,) = _blocks("python")
     want = re.findall(r"^\s*print\(.*\)\s+#\s*(\S+)\s*$", code, re.M)
-    assert len(want) == 2, want
+    assert len(want) >= 2, want
     script = tmp_path / "example.py"
     script.write_text(code, encoding="utf-8")
     # From another directory: `node` comes from the installed package, not the cwd.
