@@ -425,6 +425,11 @@ class Node:
         """True if another node may ask this one to start ``path``."""
         return self._life.may_launch(path)
 
+    def reload_keys(self) -> bool:
+        """Re-read ``keys_dir`` (a node key removed from ``public/`` cuts that node
+        off). False without keys. Run on every node (console ``reload-keys``, SIGHUP)."""
+        return self._harbor.reload_credentials()
+
     def host_unique(self, path: str) -> bool:
         """On the master: start the cluster-unique service ``path`` from its stored spec."""
         return self._uniques.host(path)

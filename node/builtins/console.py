@@ -51,6 +51,7 @@ HELP = (
     ("groups", "service groups and their members"),
     ("locks", "cluster locks held by this node's coroutines"),
     ("nodes", "cluster members, master and epoch"),
+    ("reload-keys", "re-read keys_dir: a removed node key cuts that node off"),
     ("call [--timeout s] <dest> <method> [arg ...]", "call a service; args JSON, else strings"),
     ("status", "everything above as one JSON line (skymesh status)"),
     ("hello <nonce>", "first line when the console has a token (skymesh console does it)"),
@@ -241,6 +242,9 @@ class ConsoleAgent(Agent):
         if cmd == "locks":
             return [f"{held.key} fence={held.fence} backend={held.backend} "
                     f"held by {format_handle(h)}" for h, held in node.held_locks() if held.valid]
+        if cmd == "reload-keys":
+            done = node.reload_keys()
+            return ["keys reloaded" if done else "no keys_dir: nothing to reload"]
         if cmd == "nodes":
             master, epoch = node.coord.master()
             lines = [f"master {master} epoch {epoch}"]

@@ -124,6 +124,8 @@ def _run_node(args: argparse.Namespace) -> int:
     except CoordError as exc:  # NodeIdTaken, CoordUnavailable: one clear line
         print(f"skymesh: cannot join cluster {cfg.cluster!r}: {exc}", file=sys.stderr)
         return 1
+    # SIGHUP re-reads keys_dir (a node key removed from public/ is cut off).
+    signal.signal(signal.SIGHUP, lambda *_: node.reload_keys())
     node.log(0, "info", f"node {node.node_id} up: {len(node.services())} services")
     try:
         while not stop.wait(0.5):
