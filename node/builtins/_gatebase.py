@@ -242,6 +242,9 @@ class GateBase(Service):
             self.log(f"gate listener closed: {reason}", "error")
             return
         c = self.clients.pop(sock_id, None)
+        if c is not None and reason.startswith("error: TLS handshake"):
+            self.log(f"closing client {c.addr[0]}:{c.addr[1]} (socket {sock_id}): {reason}",
+                     "warning")
         if c is not None and c.agent:
             self.by_agent.pop(c.agent, None)
             self.send(c.agent, "gate_disconnect", c.why or reason)

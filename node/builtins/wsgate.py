@@ -224,7 +224,9 @@ class WsGate(GateBase):
             c.why = f"close {event.code}"
             c.closing = True
             self.socket_write(c.sid, ws.send(event.response()))
-            self.socket_close(c.sid)
+            self.socket_close(c.sid)  # after what is queued: bounded like our own close
+            c.close_by = self.now() + self.close_timeout
+            self.closing[c.sid] = c
         elif ws.state is ConnectionState.CLOSED:  # the answer to our close frame
             self.socket_close(c.sid)
         else:  # still OPEN: wsproto found a protocol error and says which close code

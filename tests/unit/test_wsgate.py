@@ -374,6 +374,9 @@ def test_wss_with_the_test_ca(node: Node, ca: trustme.CA, cert_files, log_path: 
     with pytest.raises(ssl.SSLCertVerificationError):  # a client that does not trust it
         connect(f"wss://127.0.0.1:{port}/", ssl=ssl.create_default_context(), open_timeout=5)
     wait_for(lambda: node.sockets_stats().get("tls_errors", 0) >= 2)
+    lines = wait_for(lambda: len(log_lines(log_path, "TLS handshake")) >= 2
+                     and log_lines(log_path, "TLS handshake"))
+    assert len(lines) == 2, lines  # one line per failed handshake
 
 
 def test_tls_on_the_tcp_gate(node: Node, ca: trustme.CA, cert_files) -> None:
