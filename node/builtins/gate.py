@@ -31,7 +31,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ._gatebase import BASE_DEFAULTS, Agent, Client, GateBase, pack
+from ._agent import Agent, pack
+from ._gatebase import BASE_DEFAULTS, Client, GateBase
 
 __all__ = ["DEFAULTS", "Agent", "Gate", "pack"]
 

@@ -60,7 +60,8 @@ from wsproto.frame_protocol import FrameProtocol
 from wsproto.utilities import RemoteProtocolError
 
 from ..service import expose
-from ._gatebase import BASE_DEFAULTS, ENCODERS, Client, Encoder, GateBase
+from ._agent import ENCODERS, Encoder
+from ._gatebase import BASE_DEFAULTS, Client, GateBase
 
 __all__ = ["DEFAULTS", "WsGate"]
 
