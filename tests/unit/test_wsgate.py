@@ -3,6 +3,7 @@ clients a library would never be, and TLS on both gates with a throwaway CA (``t
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import struct
@@ -275,10 +276,15 @@ def test_ping_pong_keeps_a_quiet_client_and_idle_ends_a_dead_one(
     gate, port = start(node, ping_interval=0.2, idle_timeout=0.8)
     dead = RawWs(port)  # never reads, so never answers the server's pings
     silent_half = socket.create_connection(("127.0.0.1", port))  # never even says hello
+    dribbler = RawWs(port)  # a masked 500-byte text frame, one byte every 0.2 s
+    dribbler.sock.sendall(b"\x81\xfe\x01\xf4" + b"\x00\x00\x00\x00")
     with ws(port) as quiet:  # the library answers pings: it is quiet, not dead
         pong = quiet.ping(b"are you there")
         assert pong.wait(5)  # our ping, the gate's pong
-        time.sleep(2.0)  # > 2 idle timeouts without a message
+        for _ in range(10):  # 2 s: > 2 idle timeouts without a message
+            time.sleep(0.2)
+            with contextlib.suppress(OSError):
+                dribbler.sock.sendall(b"y")
         quiet.send("still here")
         assert quiet.recv(5) == "still here"
         events = []
@@ -290,11 +296,14 @@ def test_ping_pong_keeps_a_quiet_client_and_idle_ends_a_dead_one(
         close = next(e for e in events if isinstance(e, CloseConnection))
         assert close.code == 1008
         assert closed_by_peer(silent_half)
+    assert closed_by_peer(dribbler.sock)
     lines = log_lines(log_path, "idle for 0.8s")
-    assert len(lines) == 2, lines
+    assert len(lines) == 3, lines
     assert any("no message or pong" in x for x in lines)
     assert any("no handshake" in x for x in lines)
+    assert any("partial message" in x for x in lines)
     dead.sock.close()
+    dribbler.sock.close()
     silent_half.close()
 
 
