@@ -410,3 +410,30 @@ def test_bad_tls_options_are_refused(node: Node, tmp_path: Path) -> None:
         node.newservice(Gate, Echo, "127.0.0.1", 0, {"tls_key": str(tmp_path / "k.pem")})
     with pytest.raises(ServiceStartError, match="unknown WsGate options"):
         node.newservice(WsGate, Echo, "127.0.0.1", 0, {"max_frame": 10})
+
+
+def test_tls_with_backpressure_loses_nothing(node: Node, ca: trustme.CA, cert_files) -> None:
+    """Pausing and resuming a TLS connection: bytes OpenSSL already decrypted are not
+    forgotten while select() shows nothing to read."""
+
+    class Slow(Agent):
+        def on_client(self, data: bytes | str) -> None:
+            time.sleep(0.0005)
+            self.send_client(data)
+
+    gate = node.newservice(Gate, Slow, "127.0.0.1", 0, {"mailbox_limit": 8, **cert_files})
+    port = node.call(gate, "address")[1]
+    n = 600
+    frames = [b"%05d" % i + b"x" * 995 for i in range(n)]
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    paused = []
+    with client_tls(ca).wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda: got.extend(recv_frame(s) for _ in range(n)))
+        reader.start()
+        s.sendall(b"".join(pack(f) for f in frames))
+        while reader.is_alive() and not paused:
+            paused += [1] if node.call(gate, "stat")["paused"] else []
+        reader.join(30)
+    assert got == frames
+    assert paused  # the gate did stop reading the TLS connection meanwhile
