@@ -9,7 +9,8 @@
 #     interpreter; a change re-installs (a new interpreter or path: a new venv);
 #   - Debian packages: zookeeper, redis-server, default-jre-headless (the servers
 #     scripts/servers.sh starts), debootstrap (deploy/build-images.sh, the e2e
-#     tests), docker-compose when a Docker engine answers but no compose tool does,
+#     tests), chromium + chromium-driver (the lobby's browser test, via selenium),
+#     docker-compose when a Docker engine answers but no compose tool does,
 #     python3-venv when the interpreter has no ensurepip. `apt-get update` runs
 #     only when something is missing; `sudo` only when not root.
 #
@@ -48,6 +49,9 @@ missing=()
 have redis-server && have redis-cli || missing+=(redis-server)
 have java || missing+=(default-jre-headless)
 have debootstrap || missing+=(debootstrap)
+# The lobby's web page is tested in a real headless Chromium (tests/cluster/test_lobby_browser.py).
+have chromium || missing+=(chromium)
+have chromedriver || missing+=(chromium-driver)
 # The e2e tests drive the compose files when a Docker engine answers.
 if have docker && timeout 20 docker info >/dev/null 2>&1 && ! have docker-compose \
     && ! docker compose version >/dev/null 2>&1; then

@@ -6,22 +6,25 @@ picks the same host for a room), nicknames are global names ``nick.<nick>``
 taken under the cluster lock ``nick:<nick>``, and everything else is
 messages between handles. Nothing assumes the peers share a node.
 
-Client protocol, one command per frame (2-byte length framing) or per line
-(text port): ``login <nick>``, ``join <room>``, ``say <text>``, ``who``,
-``leave``, ``quit``. Answers are ``ok ...`` or ``error ...``; chat arrives
-as ``<room> <nick>: <text>``.
+Client protocol, one command per frame (2-byte length framing), per line
+(text port) or per WebSocket text message (web port, which also serves the
+page in ``web/`` at ``/``): ``login <nick>``, ``join <room>``, ``say
+<text>``, ``who``, ``leave``, ``quit``. Answers are ``ok ...`` or ``error
+...``; chat arrives as ``<room> <nick>: <text>``.
 """
 
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any
 
 from node import CallFailed, LockTimeout, NameTaken, Service, expose, group
-from node.builtins import Agent, Gate
+from node.builtins import Agent, Gate, WsGate
 
 ROOMS_GROUP = "lobby.rooms"
 MAX_NICK = 24
+WEB_ROOT = Path(__file__).resolve().parent / "web"  # index.html, lobby.js, lobby.css
 
 
 SHOUT_CHANNEL = "lobby.shout"
@@ -87,17 +90,19 @@ class Player(Agent):
         self.nick: str | None = None
         self.room: str | None = None
         self.room_host = 0
-        self.send_client(b"ok welcome: login <nick>")
+        self.send_client("ok welcome: login <nick>")
 
-    async def on_client(self, data: bytes) -> None:
-        words = data.decode("utf-8").strip().split(" ", 1)  # garbage -> UnicodeError: dropped
+    async def on_client(self, data: bytes | str) -> None:
+        # bytes from the TCP gates (garbage -> UnicodeError: dropped), str from the web
+        text = data if isinstance(data, str) else data.decode("utf-8")
+        words = text.strip().split(" ", 1)
         cmd, arg = words[0], (words[1].strip() if len(words) > 1 else "")
         async with self.critical():  # one command at a time, answers in order
             try:
                 answer = await self._command(cmd, arg)
             except (CallFailed, LockTimeout, PermissionError, ValueError) as exc:
                 answer = f"error {exc}"
-            self.send_client(answer.encode())
+            self.send_client(answer)  # str: UTF-8 on TCP, a text message on WebSocket
 
     async def _command(self, cmd: str, arg: str) -> str:
         if cmd == "login":
@@ -155,12 +160,12 @@ class Player(Agent):
             await self.call(self.room_host, "leave", room, self.handle)
 
     def on_channel(self, channel: str, source: int, payload: str) -> None:
-        self.send_client(f"* {payload}".encode())
+        self.send_client(f"* {payload}")
 
     @expose
     def deliver(self, line: str) -> None:
         """A chat line for this client (from a Room)."""
-        self.send_client(line.encode())
+        self.send_client(line)
 
     async def on_disconnect(self, reason: str) -> None:
         with contextlib.suppress(CallFailed):  # the room host is gone too: nothing to leave
@@ -168,24 +173,37 @@ class Player(Agent):
 
 
 class Lobby(Service):
-    """Starts ``rooms`` Room hosts and two gates (length-framed and text) for Players.
+    """Starts ``rooms`` Room hosts and the gates for Players: length-framed and text
+    TCP, and with ``web_port`` a WebSocket gate that also serves the web page.
 
     Run one per node: clients of any node meet in the same rooms and share one
-    nickname space.
+    nickname space. ``web_options`` are added to the WebSocket gate's options
+    (``tls_cert``/``tls_key`` for https and wss, ``origins``, ...); by default
+    it takes WebSocket connections only from pages of its own origin.
     """
 
     async def on_start(self, port: int = 0, text_port: int = 0, rooms: int = 2,
-                       host: str = "127.0.0.1") -> None:
+                       host: str = "127.0.0.1", web_port: int | None = None,
+                       web_options: dict[str, Any] | None = None) -> None:
         self.hosts = [await self.newservice(Room) for _ in range(rooms)]
         opts: dict[str, Any] = {"max_frame": 1024, "idle_timeout": 300.0}
         self.gate = await self.newservice(Gate, Player, host, port, opts)
         self.text_gate = await self.newservice(Gate, Player, host, text_port,
                                                dict(opts, framing="line"))
+        self.web_gate = 0
+        if web_port is not None:
+            web: dict[str, Any] = {"max_message": 1024, "idle_timeout": 300.0,
+                                   "origins": ["same-origin"], "http_root": str(WEB_ROOT)}
+            self.web_gate = await self.newservice(WsGate, Player, host, web_port,
+                                                  {**web, **(web_options or {})})
         await self.register(".lobby")  # node-local: every node may run its own front door
 
     @expose
     async def ports(self) -> dict[str, int]:
-        """``{"binary": port, "text": port}``."""
+        """``{"binary": port, "text": port}``, and ``"web"`` with a web gate."""
         binary = await self.call(self.gate, "address")
         text = await self.call(self.text_gate, "address")
-        return {"binary": binary[1], "text": text[1]}
+        out = {"binary": binary[1], "text": text[1]}
+        if self.web_gate:
+            out["web"] = (await self.call(self.web_gate, "address"))[1]
+        return out

@@ -25,6 +25,7 @@ from ..message import SOCKET
 from .thread import SocketThread
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Callable
 
     from .._lifecycle import Lifecycle
@@ -89,16 +90,21 @@ class SocketAPI(ServiceCore):
 
     # -- the verbs ------------------------------------------------------------------------
 
-    def listen(self, host: str, port: int, backlog: int = 128) -> int:
+    def listen(
+        self, host: str, port: int, backlog: int = 128, tls: ssl.SSLContext | None = None
+    ) -> int:
         """Listen on ``host:port`` (``port=0``: any free port, see :meth:`socket_address`).
 
         Returns the listening socket's id; accepted connections arrive as
         ``on_socket_accept(listen_id, sock_id, addr)`` and start reading at
-        once. Raises ``SocketError`` (address in use, bad address).
+        once. With ``tls`` (a server-side ``ssl.SSLContext``) each connection
+        does a TLS handshake first, on the socket thread; ``on_socket_data``
+        carries the decrypted bytes and ``socket_write`` encrypts. Raises
+        ``SocketError`` (address in use, bad address).
         """
         st = self._sockets.get()
         try:
-            return st.listen(self.handle, host, port, backlog)
+            return st.listen(self.handle, host, port, backlog, tls)
         except OSError as exc:
             raise SocketError(f"listen {host}:{port}: {exc}") from exc
 

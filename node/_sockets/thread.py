@@ -15,6 +15,16 @@ Invariants:
   (peer, error, ``close()``), unless its owner no longer exists;
 - events of one socket reach its owner in the order they happened;
 - an ``OSError`` closes the one socket it came from, never the thread.
+
+TLS: a listener given an ``ssl.SSLContext`` wraps each accepted socket
+(``do_handshake_on_connect=False``) and runs the handshake here, non-blocking:
+``do_handshake`` raises ``SSLWantRead``/``SSLWantWrite`` and the socket waits
+for that readiness (kind ``"tls"``). ``accept`` is sent at TCP accept, so the
+owner's connection limits and idle timers cover a handshake that never ends;
+``data`` flows only once it finished; a failed handshake is a ``close`` with
+``"error: TLS handshake: ..."`` (counted in ``tls_errors``). Decrypted bytes
+can wait inside the ``SSLSocket`` where ``select`` does not see them, so a
+read drains ``pending()`` and a resume reads at once when some are there.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import itertools
 import os
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -41,20 +52,22 @@ __all__ = ["HIGH_WATER", "SocketThread"]
 HIGH_WATER = 1 << 20  # bytes buffered for one connection before the owner is warned
 READ_SIZE = 1 << 16
 SWEEP_EVERY = 1.0  # seconds between checks for sockets whose owner has ended
+# A send that would block; for TLS also a record that needs the socket readable/writable first.
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 class _Conn:
     """One socket as the socket thread sees it. Owner: the socket thread."""
 
     __slots__ = (
         "addr", "closing", "connect_session", "id", "kind", "next_warn", "owner",
-        "paused", "sock", "wbuf", "wsize",
+        "paused", "sock", "tls", "want", "wbuf", "wsize",
     )
 
     def __init__(self, sid: int, sock: socket.socket, owner: int, kind: str, addr: Any) -> None:
         self.id = sid
         self.sock = sock
         self.owner = owner
-        self.kind = kind  # "listen", "conn" or "connecting"
+        self.kind = kind  # "listen", "conn", "connecting" or "tls" (handshake running)
         self.addr = addr
         self.wbuf: deque[memoryview] = deque()
         self.wsize = 0  # Invariant: sum of len() over wbuf
@@ -62,6 +75,8 @@ class _Conn:
         self.paused = False
         self.closing = False  # close once wbuf is flushed
         self.connect_session = 0
+        self.tls: ssl.SSLContext | None = None  # a listener's: wraps what it accepts
+        self.want = selectors.EVENT_READ  # what a running TLS handshake waits for
 
 
 class SocketThread:
@@ -85,7 +100,8 @@ class SocketThread:
         self.addresses: dict[int, Any] = {}  # sock id -> local (listen) or peer address
         self._running = False
         self._thread: threading.Thread | None = None
-        self.counts = {"accepted": 0, "bytes_in": 0, "bytes_out": 0, "errors": 0}
+        self.counts = {"accepted": 0, "bytes_in": 0, "bytes_out": 0, "errors": 0,
+                       "tls_errors": 0}
 
     # -- any thread -----------------------------------------------------------------------
 
@@ -107,8 +123,11 @@ class SocketThread:
         """A fresh socket id (never reused while the node runs)."""
         return next(self._ids)
 
-    def listen(self, owner: int, host: str, port: int, backlog: int) -> int:
-        """Bind and listen (non-blocking system calls) on the caller's thread.
+    def listen(
+        self, owner: int, host: str, port: int, backlog: int, tls: ssl.SSLContext | None = None
+    ) -> int:
+        """Bind and listen (non-blocking system calls) on the caller's thread; with
+        ``tls``, every accepted connection speaks TLS (server side).
 
         Raises ``OSError`` (address in use, bad address); the caller types it.
         """
@@ -116,7 +135,7 @@ class SocketThread:
         sock.setblocking(False)
         sid = self.new_id()
         self.addresses[sid] = sock.getsockname()[:2]
-        self._command(("listen", sid, sock, owner))
+        self._command(("listen", sid, sock, owner, tls))
         return sid
 
     def connect(self, owner: int, session: int, sid: int, host: str, port: int) -> None:
@@ -193,7 +212,9 @@ class SocketThread:
                     if conn is not None and not conn.closing:
                         self._queue_write(conn, cmd[2])
                 elif op == "listen":
-                    self._add(_Conn(cmd[1], cmd[2], cmd[3], "listen", self.addresses[cmd[1]]))
+                    lconn = _Conn(cmd[1], cmd[2], cmd[3], "listen", self.addresses[cmd[1]])
+                    lconn.tls = cmd[4]
+                    self._add(lconn)
                 elif op == "connect":
                     self._start_connect(*cmd[1:])
                 elif op == "close":
@@ -216,6 +237,8 @@ class SocketThread:
     def _interest(self, conn: _Conn) -> int:
         if conn.kind == "connecting":
             return selectors.EVENT_WRITE
+        if conn.kind == "tls":
+            return conn.want
         mask = 0 if conn.paused or conn.closing else selectors.EVENT_READ
         if conn.wbuf:
             mask |= selectors.EVENT_WRITE
@@ -242,6 +265,9 @@ class SocketThread:
         if conn.kind == "connecting":
             self._finish_connect(conn)
             return
+        if conn.kind == "tls":
+            self._handshake(conn)
+            return
         if mask & selectors.EVENT_WRITE:
             self._flush(conn)
         if mask & selectors.EVENT_READ and self._conns.get(conn.id) is conn:
@@ -261,12 +287,42 @@ class SocketThread:
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            kind = "conn"
+            if lconn.tls is not None:
+                try:  # no I/O yet: the handshake runs in _handshake
+                    sock = lconn.tls.wrap_socket(
+                        sock, server_side=True, do_handshake_on_connect=False
+                    )
+                except OSError as exc:
+                    self.counts["tls_errors"] += 1
+                    self._lifecycle.log(lconn.owner, "warning", f"TLS wrap failed: {exc}")
+                    sock.close()
+                    continue
+                kind = "tls"
             sid = self.new_id()
             peer = (addr[0], addr[1])
             self.addresses[sid] = peer
-            self._add(_Conn(sid, sock, lconn.owner, "conn", peer))
+            self._add(_Conn(sid, sock, lconn.owner, kind, peer))
             self.counts["accepted"] += 1
             self._emit(lconn, ("accept", lconn.id, sid, peer))
+
+    def _handshake(self, conn: _Conn) -> None:
+        """One non-blocking step of a server-side TLS handshake."""
+        sock = conn.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            conn.want = selectors.EVENT_READ
+        except ssl.SSLWantWriteError:
+            conn.want = selectors.EVENT_WRITE
+        except OSError as exc:  # ssl.SSLError included: bad client hello, no shared cipher, EOF
+            self.counts["tls_errors"] += 1
+            self._drop(conn, f"error: TLS handshake: {exc}")
+            return
+        else:
+            conn.kind = "conn"  # writes queued meanwhile are flushed on the next write event
+        self._update(conn)
 
     def _start_connect(self, sid: int, owner: int, session: int, host: str, port: int) -> None:
         try:
@@ -309,9 +365,15 @@ class SocketThread:
         self._router.post(owner, (0, session, ERROR, (ERR_OTHER, "SocketError", text, "")))
 
     def _read(self, conn: _Conn) -> None:
+        sock = conn.sock
         try:
-            data = conn.sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+            data = sock.recv(READ_SIZE)
+            # TLS: decrypted bytes of a record already read wait in the SSL object, where
+            # select() cannot see them. Take them now (bounded, like one plain read).
+            if data and isinstance(sock, ssl.SSLSocket):
+                while len(data) < READ_SIZE and (left := sock.pending()):
+                    data += sock.recv(min(left, READ_SIZE - len(data)))
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return
         except OSError as exc:
             self._drop(conn, f"error: {exc}")
@@ -328,7 +390,7 @@ class SocketThread:
         if conn.kind == "conn" and not conn.wbuf:
             try:  # the common case: the kernel takes it all, nothing is buffered
                 n = conn.sock.send(data)
-            except (BlockingIOError, InterruptedError):
+            except _WOULD_BLOCK:
                 n = 0
             except OSError as exc:
                 self._drop(conn, f"error: {exc}")
@@ -350,7 +412,7 @@ class SocketThread:
         while buf:
             try:
                 n = conn.sock.send(buf[0])
-            except (BlockingIOError, InterruptedError):
+            except _WOULD_BLOCK:  # TLS: retried later with the same buffer, as OpenSSL asks
                 break
             except OSError as exc:
                 self._drop(conn, f"error: {exc}")
@@ -391,6 +453,9 @@ class SocketThread:
             conn.paused = paused
             if conn.kind == "conn":
                 self._update(conn)
+                sock = conn.sock
+                if not paused and isinstance(sock, ssl.SSLSocket) and sock.pending():
+                    self._read(conn)  # decrypted bytes select() will not report
 
     def _drop(self, conn: _Conn, reason: str, notify: bool = True) -> None:
         """Forget and close ``conn``; its owner hears ``close`` once (see invariants)."""

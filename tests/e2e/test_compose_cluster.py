@@ -8,6 +8,7 @@ short-lived client node started inside a node container (compose_helpers).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -60,6 +61,25 @@ def test_global_names_answer_across_nodes(cluster: ComposeProject) -> None:
     results = call(cluster, ["demo.1", "whoami"], ["demo.2", "whoami"], ["demo.3", "whoami"])
     assert [r["ok"]["host"] for r in results] == ["node1", "node2", "node3"]
     assert [r["ok"]["node"] for r in results] == [1, 2, 3]
+
+
+def test_lobby_page_is_published_on_loopback(cluster: ComposeProject) -> None:
+    """`docker compose up`, then the page at 127.0.0.1:8080 works: it is served and its
+    WebSocket logs in and joins a room."""
+    import urllib.request
+
+    from websockets.sync.client import connect
+
+    origin = f"http://127.0.0.1:{os.environ.get('SKYMESH_WEB_PORT', '8080')}"
+    page = wait_until("the lobby page on the host's loopback",
+                      lambda: urllib.request.urlopen(origin + "/", timeout=5).read(), 60)
+    assert b"<title>skymesh lobby</title>" in page
+    with connect(origin.replace("http", "ws") + "/ws", origin=origin, open_timeout=10) as ws:
+        assert ws.recv(10) == "ok welcome: login <nick>"
+        ws.send("login e2e")
+        assert ws.recv(10) == "ok hello e2e"
+        ws.send("join hall")
+        assert ws.recv(10) == "ok joined hall: e2e"
 
 
 def test_service_calls_a_service_on_another_node(cluster: ComposeProject) -> None:
