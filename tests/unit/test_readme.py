@@ -394,8 +394,8 @@ def test_reload_commands_parse_and_say_why_they_cannot_reach() -> None:
     """With nothing to reach (no console on the port, no ZooKeeper) each README reload
     command runs and fails with a clear line, exit 1, never a usage error (2)."""
     env = _env() | {"SKYMESH_ZK_HOSTS": "127.0.0.1:1", "SKYMESH_CLUSTER": "readme"}
-    for cmd, _ in _of("reload"):
-        cmd = cmd.replace("--port 7001", "--port 1")
+    for shown, _ in _of("reload"):
+        cmd = shown.replace("--port 7001", "--port 1")
         p = subprocess.run(_in_venv(cmd + " --timeout 2"), env=env, capture_output=True,
                            text=True, timeout=120)
         assert p.returncode == 1, (cmd, p.returncode, p.stderr)
