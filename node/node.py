@@ -36,14 +36,14 @@ from ._parts import Parts
 from ._reload import Reloader, ReloadReport
 from ._router import Router
 from ._sockets.api import Sockets
+from ._trust import check_exposure, load_credentials
 from ._unique import Uniques
 from .address import format_handle
-from .config import is_loopback
 from .core.faults import exception_from
 from .core.scheduler import Scheduler
 from .core.timer import TimerThread
 from .core.watchdog import Watchdog
-from .errors import CallTimeout, ConfigError, Interrupted
+from .errors import CallTimeout, Interrupted
 from .message import CALL, REPLY, SEND, SYSTEM, TIMER
 from .service import Service
 
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from coord.api import Coordinator, Held, NodeInfo
-    from harbor.keys import Credentials
 
     from .address import Dest
     from .config import NodeConfig
@@ -129,14 +128,14 @@ class Node:
         self.profile = profile
         self._requested_id: int | None = node_id
         self._log_args = (log_file, log_level, log_format)
-        creds = _credentials(keys_dir, node_id or None)
+        creds = load_credentials(keys_dir, node_id or None)
         if creds is not None and console_token is None:
             console_token = creds.console_token or None
         self._console = (console_port, console_token, console_bind)
         clustered = zk_hosts is not None or transport is not None or (
             coordinator is not None and coordinator.clustered
         )
-        self._insecure_warning = _check_exposure(
+        self._insecure_warning = check_exposure(
             clustered and transport is None, creds, insecure, (bind, advertise or bind)
         )
         self._console_host = advertise or bind
@@ -527,36 +526,6 @@ class Node:
 
     def _report_stuck(self, handle: int, text: str) -> None:
         self._life.log(handle, "warning", text)
-
-
-def _credentials(keys_dir: str | None, node_id: int | None) -> Credentials | None:
-    """The node's CURVE credentials from ``keys_dir`` (``ConfigError`` if unusable)."""
-    if keys_dir is None:
-        return None
-    from harbor.errors import CredentialsError
-    from harbor.keys import load
-
-    try:
-        return load(keys_dir, node_id)
-    except CredentialsError as exc:
-        raise ConfigError(f"keys_dir {keys_dir}: {exc}") from exc
-
-
-def _check_exposure(
-    harbor: bool, creds: Credentials | None, insecure: bool, hosts: tuple[str, str]
-) -> str | None:
-    """Refuse a harbor reachable off loopback without keys, unless ``insecure``; then
-    return the warning to log at start."""
-    exposed = [h for h in hosts if not is_loopback(h)]
-    if not harbor or creds is not None or not exposed:
-        return None
-    if not insecure:
-        raise ConfigError(
-            f"the harbor binds/advertises {exposed[0]} without keys: set keys_dir "
-            "(skymesh keys init DIR) or insecure = true"
-        )
-    return (f"INSECURE: the harbor on {exposed[0]} has no keys: anyone who reaches it "
-            "can act as a cluster member (insecure = true)")
 
 
 def _ignoring_reason(forget: Callable[[int], None]) -> Callable[[int, str], None]:
