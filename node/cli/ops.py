@@ -190,9 +190,9 @@ def _with_console(args: argparse.Namespace) -> int:
         raise _UsageError("no console port: pass --port or a config with console_port")
     with ConsoleClient(args.host, port, token, args.timeout) as c:
         if args.command == "call":
-            # The node's side of the call ends first (0.9 of --timeout), so the whole
+            # The node's side of the call ends first (0.8 of --timeout), so the whole
             # operation, socket included, is bounded by --timeout and says why it failed.
-            inner = f"{max(args.timeout * 0.9, 0.01):.3f}"
+            inner = f"{max(args.timeout * 0.8, 0.01):.3f}"
             words = ["call", "--timeout", inner, args.dest, args.method, *args.args]
             line = " ".join(shlex.quote(w) for w in words)
             ok, lines = c.command(line)

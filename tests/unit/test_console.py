@@ -171,10 +171,10 @@ def test_cli_call_timeout_bounds_the_node_side_call(node: Node, console, capsys,
     (10 s here) is longer: the console's own call gets the CLI's deadline."""
     _, port = console
     kv = node.newservice(Kv)
-    base = ["--port", str(port), "--token-file", _token_file(tmp_path), "--timeout", "0.5"]
+    base = ["--port", str(port), "--token-file", _token_file(tmp_path), "--timeout", "3"]
     t0 = time.monotonic()
-    assert main(["call", *base, format_handle(kv), "hold", "clock", "3"]) == 1
-    assert time.monotonic() - t0 < 2.0
+    assert main(["call", *base, format_handle(kv), "hold", "clock", "30"]) == 1
+    assert time.monotonic() - t0 < 4.0
     assert "CallTimeout" in capsys.readouterr().err
 
 
