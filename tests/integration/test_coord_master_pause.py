@@ -8,6 +8,7 @@ so no True run of one process may contain a True sample of the other.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -60,22 +61,24 @@ def read(path: Path) -> list[tuple[float, int]]:
     return rows
 
 
-def test_paused_master_never_overlaps_the_new_one(servers, cluster, tmp_path) -> None:
-    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+def pause_the_first(
+    cmds: list[list[str]], logs: list[Path], stagger: float
+) -> list[tuple[float, int]]:
+    """Start both contenders (the first leads), SIGSTOP the first until the second leads,
+    SIGCONT it, and check no True run of one contains a True sample of the other.
+    Returns the first contender's samples."""
     procs = []
     try:
-        for log in logs:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-c", CHILD, servers["zk"], cluster, str(log), str(ROOT),
-                 str(SESSION)]))
-            time.sleep(1.0)  # a joins the election first: it is the master
+        for cmd in cmds:
+            procs.append(subprocess.Popen(cmd))
+            time.sleep(stagger)  # the first asks first: it leads
         deadline = time.monotonic() + 20
-        while not (read(logs[0]) and read(logs[0])[-1][1] == 1):
-            assert time.monotonic() < deadline, "first contender never became master"
+        while not (logs[0].exists() and read(logs[0]) and read(logs[0])[-1][1] == 1):
+            assert time.monotonic() < deadline, "first contender never led"
             time.sleep(0.05)
         os.kill(procs[0].pid, signal.SIGSTOP)
         deadline = time.monotonic() + 30
-        while not (read(logs[1]) and read(logs[1])[-1][1] == 1):
+        while not (logs[1].exists() and read(logs[1]) and read(logs[1])[-1][1] == 1):
             assert time.monotonic() < deadline, "no failover"
             time.sleep(0.05)
         time.sleep(0.5)
@@ -83,7 +86,7 @@ def test_paused_master_never_overlaps_the_new_one(servers, cluster, tmp_path) ->
         time.sleep(2.0)
     finally:
         for p in procs:
-            with __import__("contextlib").suppress(ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(p.pid, signal.SIGCONT)
             p.kill()
             p.wait(10)
@@ -94,5 +97,12 @@ def test_paused_master_never_overlaps_the_new_one(servers, cluster, tmp_path) ->
         assert not [t for t, v in a if v and s <= t <= e], "both believed they led"
     for s, e in runs_a:
         assert not [t for t, v in b if v and s <= t <= e], "both believed they led"
-    resumed = [t for t, _ in a if t > runs_a[0][1] + 0.5]
+    return [(t, v) for t, v in a if t > runs_a[0][1] + 0.5]
+
+
+def test_paused_master_never_overlaps_the_new_one(servers, cluster, tmp_path) -> None:
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    cmds = [[sys.executable, "-c", CHILD, servers["zk"], cluster, str(log), str(ROOT),
+             str(SESSION)] for log in logs]
+    resumed = pause_the_first(cmds, logs, 1.0)
     assert resumed  # the paused process ran again and sampled False from the first sample

@@ -10,17 +10,12 @@ contain a True sample of the other (the same check as test_coord_master_pause.py
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_coord_master_pause import read, runs
+from tests.integration.test_coord_master_pause import pause_the_first
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,37 +48,7 @@ time.sleep(30)
 
 def test_a_paused_leader_never_overlaps_the_next(servers, cluster, tmp_path) -> None:
     logs = [tmp_path / "a.samples", tmp_path / "b.samples"]
-    procs = []
-    try:
-        for log in logs:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-c", CHILD, servers["redis"], cluster, str(log), str(ROOT),
-                 str(TTL)]))
-            time.sleep(1.5)  # a asks first: it leads
-        deadline = time.monotonic() + 20
-        while not (logs[0].exists() and read(logs[0]) and read(logs[0])[-1][1] == 1):
-            assert time.monotonic() < deadline, "first contender never led"
-            time.sleep(0.05)
-        os.kill(procs[0].pid, signal.SIGSTOP)
-        deadline = time.monotonic() + 30
-        while not (logs[1].exists() and read(logs[1]) and read(logs[1])[-1][1] == 1):
-            assert time.monotonic() < deadline, "no new leader"
-            time.sleep(0.05)
-        time.sleep(0.5)
-        os.kill(procs[0].pid, signal.SIGCONT)
-        time.sleep(2.0)
-    finally:
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGCONT)
-            p.kill()
-            p.wait(10)
-    a, b = read(logs[0]), read(logs[1])
-    runs_a, runs_b = runs(a), runs(b)
-    assert runs_a and runs_b
-    for s, e in runs_b:
-        assert not [t for t, v in a if v and s <= t <= e], "both believed they led"
-    for s, e in runs_a:
-        assert not [t for t, v in b if v and s <= t <= e], "both believed they led"
-    after = [v for t, v in a if t > runs_a[0][1] + 0.5]
-    assert after and after[0] == 0  # the resumed leader's first act was to step down
+    cmds = [[sys.executable, "-c", CHILD, servers["redis"], cluster, str(log), str(ROOT),
+             str(TTL)] for log in logs]
+    resumed = pause_the_first(cmds, logs, 1.5)
+    assert resumed and resumed[0][1] == 0  # the resumed leader's first act: step down
