@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from coord.api import BaseListener, Health, Held, NodeInfo
@@ -87,6 +88,10 @@ class CoordLink:
         self._state_hooks: list[Callable[[str], None]] = []
         self._was_down = False  # a SUSPENDED or LOST was seen since the last CONNECTED
         self._master_hooks: list[MasterHook] = []
+        # Lock waits (for metrics), under _lock: waiting now, acquired, failed (timed out,
+        # refused, abandoned), and the seconds acquired locks were waited for.
+        self.lock_waits = {"waiting": 0, "acquired": 0, "failed": 0}
+        self.lock_wait_seconds = 0.0
         coordinator.add_listener(_Listener(self))
 
     @property
@@ -221,6 +226,18 @@ class CoordLink:
         with self._lock:
             return [(h, held) for h, locks in self._held.items() for held in locks]
 
+    def lock_stats(self) -> dict[str, float]:
+        """Lock waits: ``waiting`` now, ``acquired``, ``failed``, ``wait_seconds``."""
+        with self._lock:
+            return {**self.lock_waits, "wait_seconds": self.lock_wait_seconds}
+
+    def _waited(self, outcome: str, since: float) -> None:
+        with self._lock:
+            self.lock_waits["waiting"] -= 1
+            self.lock_waits[outcome] += 1
+            if outcome == "acquired":
+                self.lock_wait_seconds += perf_counter() - since
+
     def _took(self, handle: int, held: Held) -> None:
         with self._lock:
             self._held.setdefault(handle, []).append(held)
@@ -298,7 +315,15 @@ class Lock:
             ))
 
         # Withdrawn on a timeout, a failure, or the coroutine being closed.
-        held: Held = await suspend(self.svc, start, abort=lambda s: requests[0].cancel())
+        with link._lock:
+            link.lock_waits["waiting"] += 1
+        since = perf_counter()
+        try:
+            held: Held = await suspend(self.svc, start, abort=lambda s: requests[0].cancel())
+        except BaseException:
+            link._waited("failed", since)
+            raise
+        link._waited("acquired", since)
         link._took(handle, held)
         self.held = held
         return held

@@ -32,12 +32,14 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from harbor.errors import BacklogFull, HarborError, PayloadError
 from harbor.transport import PeerInfo
 from harbor.wire import WirePolicy
 
+from ._histogram import Histogram
 from .address import node_of
 from .errors import NodeDown, Overloaded
 from .message import CALL, ERR_NODE_DOWN, ERR_NOT_FOUND, ERR_OTHER, ERROR, REPLY, SEND, SYSTEM
@@ -106,8 +108,11 @@ class HarborLink:
         self._settings = settings or HarborSettings()
         self._lock = threading.Lock()
         self.transport: Transport | None = None
-        # peer node -> {(caller handle, session): callee handle}. Under _lock.
-        self._pending: dict[int, dict[tuple[int, int], int]] = {}
+        # peer node -> {(caller handle, session): (callee handle, perf_counter() sent)}.
+        # Under _lock. The send time costs one clock read per remote call and gives
+        # the round-trip histogram below (observed under the same lock).
+        self._pending: dict[int, dict[tuple[int, int], tuple[int, float]]] = {}
+        self.call_latency = Histogram()
         # local session standing for an inbound call -> (wire session, caller incarnation)
         self._inbound: dict[int, tuple[int, int]] = {}
         self._aliases = itertools.count(1)
@@ -187,8 +192,10 @@ class HarborLink:
             elif kind in (REPLY, ERROR):
                 with self._lock:
                     pending = self._pending.get(src)
-                    callee = None if pending is None else pending.pop((dest, wire_session), None)
-                if callee is None or callee != source:
+                    sent = None if pending is None else pending.pop((dest, wire_session), None)
+                    if sent is not None and sent[0] == source:
+                        self.call_latency.observe(perf_counter() - sent[1])
+                if sent is None or sent[0] != source:
                     router.count_drop("unexpected-reply")
                 elif not router.accept(dest, (source, wire_session, kind, payload)):
                     router.count_drop("late-reply")
@@ -258,7 +265,7 @@ class HarborLink:
             return
         if kind == CALL:
             with self._lock:
-                self._pending.setdefault(nid, {})[(source, session)] = dest
+                self._pending.setdefault(nid, {})[(source, session)] = (dest, perf_counter())
         try:
             t.send(nid, (dest, source, session, kind, payload))
         except PayloadError as exc:

@@ -101,6 +101,11 @@ class NodeConfig:
     keys_dir: str | None = None  # cluster credentials (skymesh keys init): CURVE on the harbor
     insecure: bool = False  # allow a non-loopback harbor without keys (logged at start)
     on_session_lost: str = "serve"  # or "isolate": refuse cluster traffic until rejoined
+    # HTTP admin endpoint (/metrics, /healthz, /readyz); None: off. Off loopback it
+    # needs console_token (sent as "Authorization: Bearer <token>").
+    admin_port: int | None = None
+    admin_bind: str = "127.0.0.1"
+    tracing: bool = False  # a span per handler run, parent carried in the message (OpenTelemetry)
 
     @property
     def standalone(self) -> bool:
@@ -121,13 +126,14 @@ class NodeConfig:
         }
 
 
-_INT = {"workers", "console_port", "pull_port", "pub_port", "offload_threads", "mailbox_limit"}
+_INT = {"workers", "console_port", "pull_port", "pub_port", "offload_threads", "mailbox_limit",
+        "admin_port"}  # fmt: skip
 _FLOAT = {"call_timeout", "monitor_threshold", "session_timeout"}
 _STR = {"cluster", "bind", "advertise", "zk_hosts", "redis_url", "log_file", "log_level",
         "console_token", "console_bind", "on_session_lost", "log_format",
         "console_token_file", "zk_auth", "zk_tls_ca", "zk_tls_cert", "zk_tls_key",
-        "redis_tls_ca", "redis_tls_cert", "redis_tls_key", "keys_dir"}  # fmt: skip
-_BOOL = {"send_tracebacks", "insecure"}
+        "redis_tls_ca", "redis_tls_cert", "redis_tls_key", "keys_dir", "admin_bind"}  # fmt: skip
+_BOOL = {"send_tracebacks", "insecure", "tracing"}
 _KEYS = {f.name for f in fields(NodeConfig)}
 
 
@@ -203,7 +209,7 @@ def _validate(raw: dict[str, Any]) -> NodeConfig:
             if not isinstance(value, str):
                 raise ConfigError(f"{key} must be a string, got {value!r}")
             keep = ("cluster", "bind", "log_level", "console_bind", "on_session_lost",
-                    "log_format")
+                    "log_format", "admin_bind")
             out[key] = value or None if key not in keep else value
         elif key in _BOOL:
             out[key] = _bool(key, value)

@@ -39,11 +39,12 @@ from ._sockets.api import Sockets
 from ._trust import check_exposure, load_credentials
 from ._unique import Uniques
 from .address import format_handle
+from .config import is_loopback
 from .core.faults import exception_from
 from .core.scheduler import Scheduler
 from .core.timer import TimerThread
 from .core.watchdog import Watchdog
-from .errors import CallTimeout, Interrupted
+from .errors import CallTimeout, ConfigError, Interrupted
 from .message import CALL, REPLY, SEND, SYSTEM, TIMER
 from .service import Service
 
@@ -62,6 +63,7 @@ __all__ = ["Node", "TransportFactory"]
 LOGGER = "node.builtins.logger:Logger"
 LAUNCHER = "node.builtins.launcher:Launcher"
 CONSOLE = "node.builtins.console:Console"
+ADMIN = "node.builtins.admin:Admin"
 
 
 class _Box:
@@ -120,6 +122,10 @@ class Node:
         coord_options: dict[str, Any] | None = None,
         keys_dir: str | None = None,
         insecure: bool = False,
+        admin_port: int | None = None,
+        admin_bind: str = "127.0.0.1",
+        tracing: bool = False,
+        tracer_provider: Any = None,
     ) -> None:
         self.node_id = node_id
         self.incarnation = time.time_ns()
@@ -139,6 +145,18 @@ class Node:
             clustered and transport is None, creds, insecure, (bind, advertise or bind)
         )
         self._console_host = advertise or bind
+        if admin_port is not None and not is_loopback(admin_bind) and not console_token:
+            raise ConfigError(
+                f"admin_bind {admin_bind} is off loopback: set console_token (the admin "
+                "endpoint then asks for 'Authorization: Bearer <token>')"
+            )
+        self._admin = (admin_port, admin_bind, console_token)
+        # Tracing: None when off, and then nothing of node._tracing is on any path.
+        self._tracing = None
+        if tracing:
+            from ._tracing import Tracing
+
+            self._tracing = Tracing(tracer_provider)
         self.coord = coordinator or coord.connect(
             zk_hosts, redis_url, cluster, session_timeout, **(coord_options or {})
         )
@@ -227,7 +245,8 @@ class Node:
             offload_threads=cfg.offload_threads, on_session_lost=cfg.on_session_lost,
             mailbox_limit=cfg.mailbox_limit, send_tracebacks=cfg.send_tracebacks,
             monitor_threshold=cfg.monitor_threshold, log_file=cfg.log_file,
-            log_level=cfg.log_level, log_format=cfg.log_format,
+            log_level=cfg.log_level, log_format=cfg.log_format, admin_port=cfg.admin_port,
+            admin_bind=cfg.admin_bind, tracing=cfg.tracing,
             coord_options=cfg.coord_options(), keys_dir=cfg.keys_dir, insecure=cfg.insecure,
         )
         node.start()
@@ -270,6 +289,11 @@ class Node:
         port, token, bind = self._console
         if port is not None:
             self._builtin.add(self.newservice(CONSOLE, bind, port, token, name=".console"))
+        admin_port, admin_bind, token = self._admin
+        if admin_port is not None:
+            self._builtin.add(
+                self.newservice(ADMIN, admin_bind, admin_port, token, name=".admin")
+            )
 
     def _endpoints(self) -> dict[str, str]:
         """Addresses this node advertises in membership (harbor sockets, console)."""
@@ -278,6 +302,10 @@ class Node:
         if port:
             host = self._console_host if bind in ("0.0.0.0", "::") else bind
             endpoints["console"] = f"{host}:{port}"
+        port, bind, _ = self._admin
+        if port:  # a fixed port only: 0 (any free port) is known after start
+            host = self._console_host if bind in ("0.0.0.0", "::") else bind
+            endpoints["admin"] = f"{host}:{port}"
         return endpoints
 
     def __enter__(self) -> Node:
@@ -337,14 +365,19 @@ class Node:
         """Call a service from a plain thread; same errors as ``Service.call``."""
         t = self.call_timeout if timeout is None else timeout
         ext = self._router.ext_handle
+        tracing = self._tracing
+        payload = (method, args) if tracing is None else tracing.payload(method, args)
         return self._blocking(
-            lambda s: self._router.deliver(ext, dest, s, CALL, (method, args), wake=True),
+            lambda s: self._router.deliver(ext, dest, s, CALL, payload, wake=True),
             t or None,
         )
 
     def send(self, dest: Dest, method: str, *args: Any) -> None:
-        """Send a one-way message from a plain thread."""
-        self._router.deliver(self._router.ext_handle, dest, 0, SEND, (method, args), wake=True)
+        """Send a one-way message from a plain thread (with tracing on, the thread's
+        current span is the handler's parent, as for :meth:`call`)."""
+        tracing = self._tracing
+        payload = (method, args) if tracing is None else tracing.payload(method, args)
+        self._router.deliver(self._router.ext_handle, dest, 0, SEND, payload, wake=True)
 
     def kill(self, dest: Dest) -> bool:
         """End a service (on any node) at its next message boundary; False if it does
@@ -473,7 +506,20 @@ class Node:
             "uptime": round(time.monotonic() - self.started_at, 3),
             "harbor": self._harbor.stats(),
             "offload": self._parts.offload.stats(),
+            "worker_busy": [round(w.busy, 6) for w in self._scheduler.workers],
+            "coord": {"health": self._coord_link.health.value, **self._coord_link.lock_stats()},
+            "tracing": None if self._tracing is None else {
+                "bad_context": self._tracing.bad_context},
         }
+
+    def call_latency(self) -> tuple[list[tuple[float, int]], float]:
+        """Round trips of calls to other nodes: ``([(le seconds, cumulative count)], sum)``."""
+        return self._harbor.call_latency.snapshot()
+
+    @property
+    def tracing(self) -> bool:
+        """True when each handler run is a span (``tracing = true``)."""
+        return self._tracing is not None
 
     def _blocking(self, start: Callable[[int], None], timeout: float | None) -> Any:
         if threading.current_thread() in self._worker_threads:
@@ -495,6 +541,8 @@ class Node:
 
     def _bind(self, svc: Service, handle: int, mailbox: Mailbox) -> None:
         svc._bind(self._parts, handle, mailbox)
+        if self._tracing is not None:
+            self._tracing.instrument(svc)
 
     def _remote_control(self, event: str, source: int, target: int) -> None:
         """kill/monitor/demonitor sent by another node."""

@@ -120,6 +120,8 @@ class ServiceCore:
     # (memory per service matters at 100k services); the first write makes one.
     _current: Task | None = None  # the coroutine running right now
     _n_msgs = 0
+    _n_calls = 0  # CALLs whose handler ran to its end (returned, raised, or response())
+    _n_errors = 0  # handlers that raised, and messages for no handler
     _cpu = 0.0
     _exit_reason = ""
     _crit: Any = None  # critical-section state (node.service.Critical), made on first use
@@ -152,6 +154,8 @@ class ServiceCore:
         return {
             "state": STATE_NAMES[self._state],
             "messages": self._n_msgs,
+            "calls": self._n_calls,
+            "errors": self._n_errors,
             "mailbox": len(self._mailbox.queue),
             "cpu": round(self._cpu, 6),
             "pending_calls": len(self._suspended),
@@ -182,7 +186,10 @@ class ServiceCore:
                 self._not_running(msg)
                 return
             self._n_msgs += 1
-            method, args = payload
+            try:
+                method, args = payload
+            except ValueError:  # (method, args, traceparent): tracing is off here; a
+                method, args = payload[0], payload[1]  # zero-cost try keeps (method, args) fast
             entry = self._handlers.get(method)
             if entry is None:
                 self._no_handler(source, session, method)
@@ -213,6 +220,7 @@ class ServiceCore:
                         self._host.reply(self.handle, source, session, REPLY, result)
                 if session:
                     self._msg = None
+                    self._n_calls += 1
         elif kind <= TIMER:  # REPLY, ERROR, TIMER: resume whoever waits on the session
             self._resume(session, kind, payload)
         elif kind == SYSTEM:
@@ -284,6 +292,7 @@ class ServiceCore:
         kind = task.kind
         if kind == T_HANDLER:
             if task.session:
+                self._n_calls += 1
                 self._host.reply(self.handle, task.source, task.session, REPLY, value)
         elif kind == T_START:
             self._started(task.source, task.session)
@@ -293,6 +302,8 @@ class ServiceCore:
     def _task_failed(self, task: Task, err: Exception) -> None:
         kind = task.kind
         if kind == T_HANDLER:
+            if task.session:
+                self._n_calls += 1
             self._failed(task.source, task.session, task.method, err)
         elif kind == T_START:
             self._start_failed(task.source, task.session, err)
@@ -303,6 +314,7 @@ class ServiceCore:
             self._host.log_exc(self.handle, f"{task.method} failed", err)
 
     def _failed(self, source: int, session: int, method: str, err: BaseException) -> None:
+        self._n_errors += 1
         if session:
             code = ERR_HANDLER
             self._host.reply(self.handle, source, session, ERROR, error_payload(code, err))
@@ -311,6 +323,7 @@ class ServiceCore:
 
     def _no_handler(self, source: int, session: int, method: str) -> None:
         text = f"no handler {method!r} in {type(self).__name__}"
+        self._n_errors += 1
         if session:
             payload = (ERR_NO_HANDLER, "NoHandler", text, "")
             self._host.reply(self.handle, source, session, ERROR, payload)

@@ -37,7 +37,7 @@ def batch_size(length: int, weight: int) -> int:
 class Worker:
     """One worker thread's observable state, read by the monitor thread."""
 
-    __slots__ = ("index", "message", "service", "thread", "weight")
+    __slots__ = ("busy", "index", "message", "service", "thread", "weight")
 
     def __init__(self, index: int, weight: int) -> None:
         self.index = index
@@ -47,6 +47,8 @@ class Worker:
         self.service: Any = None
         self.message: tuple[int, int, int, Any] | None = None
         self.thread: threading.Thread | None = None
+        # Seconds spent running batches (with ``profile``). Owner: the worker; read racily.
+        self.busy = 0.0
 
 
 class Scheduler:
@@ -157,7 +159,9 @@ class Scheduler:
                         self._on_stray(exc)
             finally:
                 if profile:
-                    svc._cpu += perf_counter() - t0
+                    dt = perf_counter() - t0
+                    svc._cpu += dt
+                    w.busy += dt
                 w.message = None
                 w.service = None
                 mb.release()
