@@ -219,7 +219,15 @@ def main() -> None:
     p.add_argument("--weights", help="worker weights, e.g. 0,0 (default: skynet's table)")
     p.add_argument("--services", type=int, default=0,
                    help="instead: N services in one node (spawn, memory, ring, timers)")
+    p.add_argument("--tracing", action="store_true",
+                   help="tracing on, spans recorded by the OpenTelemetry SDK (not exported)")
     args = p.parse_args()
+    tracing: dict[str, Any] = {}
+    if args.tracing:
+        from opentelemetry.sdk.trace import TracerProvider
+
+        tracing = {"tracing": True, "tracer_provider": TracerProvider()}
+        WEIGHTS["tracing"] = True
     weights = tuple(int(x) for x in args.weights.split(",")) if args.weights else None
     if weights is not None:
         WEIGHTS["weights"] = list(weights)
@@ -231,7 +239,7 @@ def main() -> None:
         return
 
     with Node.standalone(workers=w, log_file="/dev/null", call_timeout=60,
-                         weights=weights) as node:
+                         weights=weights, **tracing) as node:
         # 1. one-way A -> B, counted at the receiver.
         rcv = node.newservice(Receiver)
         snd = node.newservice(Sender)

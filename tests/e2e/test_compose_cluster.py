@@ -180,3 +180,57 @@ def test_partitioned_node_drops_out_and_comes_back(cluster: ComposeProject) -> N
                       lambda: [r for r in call(cluster, ["demo.1", "ask", "demo.3"]) if "ok" in r],
                       30)
     assert r["ok"]["answer"]["host"] == "node3"
+
+
+# Runs inside a node container: GETs each path of the admin endpoint and prints
+# {path: [status, body]} ([0, error] when the connection failed).
+_SCRAPE = """
+import json, sys, urllib.error, urllib.request
+out = {}
+for path in sys.argv[2:]:
+    try:
+        with urllib.request.urlopen(sys.argv[1] + path, timeout=10) as r:
+            out[path] = [r.status, r.read().decode()]
+    except urllib.error.HTTPError as err:
+        out[path] = [err.code, err.read().decode()]
+    except OSError as err:
+        out[path] = [0, repr(err)]
+print(json.dumps(out))
+"""
+
+
+def scrape(project: ComposeProject, via: str, base: str, *paths: str) -> dict[str, list]:
+    import json
+
+    code, out = project.exec(via, "python", "-c", _SCRAPE, base, *paths)
+    assert code == 0, out
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_every_node_serves_metrics_and_health(cluster: ComposeProject) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for service, nid in NODES.items():
+        got = wait_until(
+            f"{service} ready on its admin endpoint",
+            lambda s=service: (r := scrape(cluster, s, "http://127.0.0.1:9100", "/metrics",
+                                           "/healthz", "/readyz"))["/readyz"][0] == 200 and r,
+            60)
+        assert got["/healthz"] == [200, "ok\n"]
+        status, text = got["/metrics"]
+        assert status == 200
+        fams = {f.name: f for f in text_string_to_metric_families(text)}
+        values = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                  for f in fams.values() for s in f.samples}
+        assert values[("skymesh_node_info", (("node", str(nid)),))] == 1
+        assert values[("skymesh_cluster_members", ())] == 3
+        assert values[("skymesh_coord_session_state", (("state", "connected"),))] == 1
+        assert values[("skymesh_harbor_peers", ())] == 2
+        classes = {s.labels["class"] for s in fams["skymesh_service_messages"].samples}
+        assert {"ClusterDemo", "Logger", "Launcher", "Admin"} <= classes
+        assert fams["skymesh_remote_call_seconds"].type == "histogram"
+
+
+def test_admin_endpoint_is_loopback_only(cluster: ComposeProject) -> None:
+    got = scrape(cluster, "node2", "http://node1:9100", "/metrics")
+    assert got["/metrics"][0] == 0, got  # refused: node1 binds 127.0.0.1 only
