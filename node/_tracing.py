@@ -27,15 +27,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .core.runner import RUNNING
 from .core.suspend import suspend
 from .errors import ConfigError
 from .message import CALL, SEND
-
-if TYPE_CHECKING:
-    from .service import Service
 
 __all__ = ["MAX_TRACEPARENT", "Tracing"]
 
@@ -99,12 +96,13 @@ class Tracing:
 
     # -- instrumentation -----------------------------------------------------------------
 
-    def instrument(self, svc: Service) -> None:
-        """Give ``svc`` (this instance only) a traced dispatch, send and call."""
+    def instrument(self, svc: Any) -> None:
+        """Give ``svc`` (a bound ``Service``; this instance only) a traced dispatch,
+        send and call. (Typed ``Any``: this module sits below ``node.service``.)"""
         svc._handlers = self._table(type(svc))
-        svc._dispatch = self._dispatcher(svc)  # type: ignore[method-assign,assignment]
-        svc.send = self._sender(svc)  # type: ignore[method-assign]
-        svc.call = self._caller(svc)  # type: ignore[method-assign]
+        svc._dispatch = self._dispatcher(svc)
+        svc.send = self._sender(svc)
+        svc.call = self._caller(svc)
 
     def _table(self, cls: type) -> Handlers:
         """``cls``'s handlers, each wrapped to record its exception on the span and, for

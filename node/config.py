@@ -231,6 +231,12 @@ def _validate(raw: dict[str, Any]) -> NodeConfig:
         got = out["on_session_lost"]
         raise ConfigError(f"on_session_lost must be serve or isolate, got {got!r}")
     _check_security(out)
+    bind = out.get("admin_bind", "127.0.0.1")
+    if (out.get("admin_port") is not None and not is_loopback(bind)
+            and not out.get("console_token") and not out.get("keys_dir")):
+        # (with keys_dir the node reads the token from the credentials and checks again)
+        raise ConfigError(f"admin_bind {bind} is off loopback: set console_token (the admin "
+                          "endpoint then asks for 'Authorization: Bearer <token>')")
     if "workers" in out and out["workers"] > 256:
         raise ConfigError(f"workers must be at most 256, got {out['workers']}")
     return NodeConfig(**out)

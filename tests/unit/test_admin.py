@@ -184,10 +184,29 @@ def test_methods_paths_and_the_request_bound(anode: Node) -> None:
 def test_off_loopback_needs_a_token(tmp_path: Any) -> None:
     with pytest.raises(ConfigError, match="off loopback: set console_token"):
         Node(admin_port=0, admin_bind="0.0.0.0")
-    cfg = load_config({"admin_port": 0, "admin_bind": "0.0.0.0"}, env={})
-    with pytest.raises(ConfigError, match="console_token"):
-        Node.from_config(cfg)
+    with pytest.raises(ConfigError, match="off loopback: set console_token"):
+        load_config({"admin_port": 0, "admin_bind": "0.0.0.0"}, env={})
+    with pytest.raises(ConfigError, match="off loopback"):
+        load_config({}, env={"SKYMESH_ADMIN_PORT": "9100", "SKYMESH_ADMIN_BIND": "::"})
+    ok = load_config({"admin_port": 0, "admin_bind": "0.0.0.0", "console_token": "t"}, env={})
+    assert ok.admin_bind == "0.0.0.0"
+    assert load_config({"admin_port": 0, "admin_bind": "::1"}, env={}).admin_bind == "::1"
     assert not _admin_threads()
+
+
+def test_cli_refuses_in_one_line(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SKYMESH_ADMIN_PORT": "0", "SKYMESH_ADMIN_BIND": "0.0.0.0"}
+    env.pop("SKYMESH_CONSOLE_TOKEN", None)
+    proc = subprocess.run([sys.executable, "-m", "node.cli", "node", "--standalone"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    line = ("skymesh: config error: admin_bind 0.0.0.0 is off loopback: set console_token "
+            "(the admin endpoint then asks for 'Authorization: Bearer <token>')")
+    assert proc.stderr.strip().splitlines() == [line]
 
 
 def test_off_loopback_refuses_requests_without_the_token(tmp_path: Any) -> None:
@@ -213,7 +232,7 @@ def test_loopback_binding_needs_no_token(tmp_path: Any) -> None:
 
 def test_admin_config_keys_and_env() -> None:
     env = {"SKYMESH_ADMIN_PORT": "9102", "SKYMESH_ADMIN_BIND": "0.0.0.0",
-           "SKYMESH_TRACING": "true"}
+           "SKYMESH_TRACING": "true", "SKYMESH_CONSOLE_TOKEN": "t"}
     cfg = load_config({}, env=env)
     assert (cfg.admin_port, cfg.admin_bind, cfg.tracing) == (9102, "0.0.0.0", True)
     defaults = load_config({}, env={})

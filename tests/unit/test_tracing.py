@@ -120,3 +120,13 @@ def test_untraced_node_serves_traced_payloads(node: Node) -> None:
     wait_for(lambda: node.call(back, "notes_seen") == ["y", "z"])
     assert node.stats()["tracing"] is None
     assert node.stats()["drops"] == {}
+
+
+def test_tracing_without_opentelemetry_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from node import ConfigError
+
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)  # import raises ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'skymesh\[tracing\]'"):
+        Node(tracing=True)
