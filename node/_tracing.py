@@ -147,14 +147,19 @@ class Tracing:
         server, consumer, error = self._server, self._consumer, self._error
         attach, detach = self._context.attach, self._context.detach
         in_context = self._trace.set_span_in_context
-        name = type(svc).__name__
+        name, table = type(svc).__name__, self._table
         svc._trace_span = None
+        traced_cls = [type(svc)]  # the class whose wrapped table svc has now
 
         def dispatch(msg: tuple[int, int, int, Any]) -> None:
             source, session, kind, payload = msg
             if kind > CALL or svc._state != RUNNING:
                 core(msg)  # not a handler run; a resumed coroutine restores its own span
                 return
+            if type(svc) is not traced_cls[0]:  # a live reload swapped the class
+                nonlocal name
+                traced_cls[0] = type(svc)
+                name, svc._handlers = type(svc).__name__, table(type(svc))
             tp = None
             try:
                 method, args = payload
