@@ -16,6 +16,7 @@ from opentelemetry.trace import StatusCode
 from node import Node, Service, expose
 from node.message import SEND
 from tests.conftest import wait_for
+from tests.unit.test_reload import module  # noqa: F401 - the fixture
 
 
 class Back(Service):
@@ -130,3 +131,39 @@ def test_tracing_without_opentelemetry_is_a_config_error(monkeypatch: pytest.Mon
     monkeypatch.setitem(sys.modules, "opentelemetry", None)  # import raises ImportError
     with pytest.raises(ConfigError, match=r"pip install 'skymesh\[tracing\]'"):
         Node(tracing=True)
+
+
+RELOAD_V1 = '''
+from node import Service, expose
+
+
+class Napper(Service):
+    @expose
+    async def nap(self, back):
+        await self.sleep(0.01)
+        return await self.call(back, "work", 1)
+'''
+
+RELOAD_V2 = RELOAD_V1.replace('self.call(back, "work", 1)', 'self.call(back, "work", 10)')
+
+
+def test_tracing_survives_a_live_reload(traced: Any, module: Any) -> None:
+    import sys
+
+    node, provider, exporter = traced
+    name = module(RELOAD_V1)
+    back = node.newservice(Back)
+    napper = node.newservice(sys.modules[name].Napper)
+    assert node.call(napper, "nap", back) == 2
+    module(RELOAD_V2)
+    node.reload(name)
+    exporter.clear()
+    with provider.get_tracer("test").start_as_current_span("request"):
+        assert node.call(napper, "nap", back) == 20  # the new code runs
+    spans = exporter.get_finished_spans()
+    nap, = by_name(spans, "Napper.nap")
+    work, = by_name(spans, "Back.work")
+    # the call after the await still has the handler's span as parent: the new class's
+    # async handler got the wrapped table (else the span would have ended at the await)
+    assert work.parent is not None and work.parent.span_id == nap.context.span_id
+    assert nap.end_time >= work.end_time
