@@ -65,6 +65,7 @@ def test_global_names_answer_across_nodes(cluster: ComposeProject) -> None:
 
 def test_service_calls_a_service_on_another_node(cluster: ComposeProject) -> None:
     (r,) = call(cluster, ["demo.3", "ask", "demo.2"], via="node1")  # node1 -> node3 -> node2
+    assert "ok" in r, r
     assert r["ok"]["asked_by"] == "demo.3"
     assert r["ok"]["answer"]["host"] == "node2"
 
