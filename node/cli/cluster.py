@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 
@@ -24,10 +25,18 @@ def add_commands(sub: Any) -> None:
     c.add_argument("value", nargs="?", help="a JSON value (a bare word is taken as a string)")
 
 
-def run(args: argparse.Namespace) -> int | None:
-    """Run ``health`` or ``config``; None if the command is not one of these."""
+LocalHealth = Callable[[Any, float], "str | None"]
+"""``(config, timeout) -> None if the node's console said ok, else why not`` (ops.py's)."""
+
+
+def run(args: argparse.Namespace, local_health: LocalHealth | None = None) -> int | None:
+    """Run ``health`` or ``config``; None if the command is not one of these.
+
+    ``local_health`` asks the node's own console (the CLI's console client lives in
+    ``ops``, which imports this module, so it is passed in rather than imported).
+    """
     if args.command == "health":
-        return _health(args)
+        return _health(args, local_health)
     if args.command == "config":
         return _config(args)
     return None
@@ -53,7 +62,7 @@ def _view(config_file: str | None, timeout: float = 5.0) -> tuple[Any, Any] | in
                             timeout=timeout)
 
 
-def _health(args: argparse.Namespace) -> int:
+def _health(args: argparse.Namespace, local_health: LocalHealth | None) -> int:
     """Exit 0 only if the node itself works and is a member.
 
     With a ``console_port`` the local console runs ``health`` (coordination
@@ -74,8 +83,8 @@ def _health(args: argparse.Namespace) -> int:
         print(f"skymesh: config error: {exc}", file=sys.stderr)
         return 2
     local = "no console_port: harbor and workers not checked"
-    if cfg.console_port is not None:
-        problem = _local_health(cfg, args.timeout)
+    if cfg.console_port is not None and local_health is not None:
+        problem = local_health(cfg, args.timeout)
         if problem is not None:
             print(f"skymesh: unhealthy: {problem}", file=sys.stderr)
             return 1
@@ -84,25 +93,6 @@ def _health(args: argparse.Namespace) -> int:
         print(f"ok: standalone node; {local}")
         return 0
     return _membership(args.config, cfg, max(deadline - time.monotonic(), 0.5), local)
-
-
-def _local_health(cfg: Any, timeout: float) -> str | None:
-    """Run ``health`` on this node's console (loopback); None if it said ok, else why not."""
-    from .ops import ConsoleClient, console_token
-
-    try:
-        token = console_token(cfg)
-        with ConsoleClient("127.0.0.1", cfg.console_port, token, timeout) as console:
-            ok, lines = console.command("health")
-    except PermissionError as exc:
-        return f"the console refused us: {exc}"
-    except TimeoutError:
-        return f"the node's console did not answer within {timeout:g}s"
-    except OSError as exc:
-        return f"the node's console is unreachable: {exc}"
-    if not ok:
-        return lines[-1] if lines else "the console's health check failed"
-    return None
 
 
 def _membership(config_file: str | None, cfg: Any, timeout: float, local: str) -> int:

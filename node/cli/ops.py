@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     """Run an operator subcommand; returns the exit status."""
     from . import cluster as cli_cluster
 
-    done = cli_cluster.run(args)
+    done = cli_cluster.run(args, local_health=_local_health)
     if done is None:
         from . import keys as cli_keys
 
@@ -196,6 +196,23 @@ def console_token(cfg: Any) -> str | None:
         return None
     except OSError as exc:
         raise OSError(f"cannot read the console token {path}: {exc.strerror}") from exc
+
+
+def _local_health(cfg: Any, timeout: float) -> str | None:
+    """Run ``health`` on this node's console (loopback); None if it said ok, else why not."""
+    try:
+        token = console_token(cfg)
+        with ConsoleClient("127.0.0.1", cfg.console_port, token, timeout) as console:
+            ok, lines = console.command("health")
+    except PermissionError as exc:
+        return f"the console refused us: {exc}"
+    except TimeoutError:
+        return f"the node's console did not answer within {timeout:g}s"
+    except OSError as exc:
+        return f"the node's console is unreachable: {exc}"
+    if not ok:
+        return lines[-1] if lines else "the console's health check failed"
+    return None
 
 
 def _with_console(args: argparse.Namespace) -> int:
