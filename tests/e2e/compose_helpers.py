@@ -186,6 +186,23 @@ class ComposeProject:
         script = 'REDISCLI_AUTH="$(cat /redis-secrets/redis_password)" exec redis-cli "$@"'
         return self.exec(service, "sh", "-c", script, "redis-cli", *args)
 
+    def assert_locked_down(self, service: str) -> None:
+        """The container of ``service`` runs read-only (even root cannot write ``/``), with
+        no capabilities, no privilege gain, memory and pids limits, and not as root."""
+        code, out = self.exec_as(service, "0", "touch", "/x")
+        assert code != 0 and "Read-only file system" in out, (service, out)
+        code, out = self.exec(service, "grep", "-E", "^(Cap|NoNewPrivs)", "/proc/1/status")
+        status = dict(line.split(":\t") for line in out.strip().splitlines())
+        for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            assert status[cap] == "0000000000000000", (service, status)
+        assert status["NoNewPrivs"] == "1", (service, status)
+        host = self.container(service).attrs["HostConfig"]
+        assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"], service
+        assert "no-new-privileges:true" in (host["SecurityOpt"] or []), service
+        assert host["Memory"] > 0 and host["PidsLimit"] > 0, service
+        code, out = self.exec(service, "id", "-u")
+        assert code == 0 and out.strip() != "0", (service, out)
+
     def zk(self, via: str, hosts: str, *paths: str) -> dict[str, dict[str, Any] | None]:
         """Children (with decoded data) of ZooKeeper ``paths``, read from inside ``via``."""
         code, out = self.exec(via, "python", "-c", _ZK_DUMP, hosts, *paths)

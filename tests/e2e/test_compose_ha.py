@@ -55,6 +55,25 @@ def test_redis_and_sentinels_refuse_clients_without_the_password(ha: ComposeProj
     assert "NOAUTH" in out and "6379" not in out, out
 
 
+def test_every_container_is_locked_down(ha: ComposeProject) -> None:
+    for service in ["zk1", "zk2", "zk3", "redis", "redis-replica1", "redis-replica2",
+                    "sentinel1", "sentinel2", "sentinel3", "node1", "node2", "node3"]:
+        ha.assert_locked_down(service)
+
+
+def test_anonymous_zookeeper_client_is_refused_on_the_ensemble(ha: ComposeProject) -> None:
+    script = ("import sys\n"
+              "from kazoo.client import KazooClient\n"
+              "zk = KazooClient(hosts=sys.argv[1], timeout=5.0); zk.start(timeout=15)\n"
+              "try:\n"
+              "    zk.get_children(sys.argv[2]); print('ALLOWED')\n"
+              "except Exception as exc:\n"
+              "    print(type(exc).__name__)\n"
+              "zk.stop()\n")
+    code, out = ha.exec("node2", "python", "-c", script, ZK, f"{ROOT}/nodes")
+    assert code == 0 and out.strip().splitlines()[-1] == "NoAuthError", out
+
+
 def test_redis_lock_through_sentinels(ha: ComposeProject) -> None:
     results = ha.calls("node1", "e2e", ZK, [["demo.1", "locked", "e2e-ha", "redis"],
                                             ["demo.2", "locked", "e2e-ha", "redis"],
