@@ -8,7 +8,8 @@
 #   skymesh-standin/redis      redis:7's contract: Debian redis-server
 #
 # Each image is tagged with a content hash of what built it (this script, the
-# files in deploy/standin/, the Python requirements in pyproject.toml), so a
+# files in deploy/standin/, the Python requirements in pyproject.toml and their
+# pins in deploy/constraints.txt), so a
 # rerun with nothing changed only checks tags (about a second).
 # Progress goes to stderr; stdout gets exactly the environment to use:
 #
@@ -85,6 +86,8 @@ CFG
 requirements="$(python3 -c 'import sys, tomllib
 deps = tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]
 print("\n".join([*deps, "setuptools>=68", "async-timeout>=4.0.3"]))' "$here/../pyproject.toml")"
+# The pins every wheel must match (deploy/constraints.txt, also used by the image's pip).
+constraints="$(cat "$here/constraints.txt")"
 
 fetch_wheels() {  # fetch_wheels DIR
   local arch platforms=() v
@@ -95,9 +98,10 @@ fetch_wheels() {  # fetch_wheels DIR
   done
   log "pip download (host) -> wheels for: $(echo $requirements)"
   printf '%s\n' "$requirements" >"$1/requirements.txt"
+  printf '%s\n' "$constraints" >"$1/constraints.txt"
   python3 -m pip download -q --disable-pip-version-check --dest "$1" --only-binary=:all: \
     --implementation cp --python-version 3.11 --abi cp311 "${platforms[@]}" \
-    -r "$1/requirements.txt" >&2
+    -r "$1/requirements.txt" -c "$1/constraints.txt" >&2
 }
 
 # build_standin NAME TAG_PREFIX: hash = base hash + this script + deploy/standin/*
@@ -105,7 +109,7 @@ fetch_wheels() {  # fetch_wheels DIR
 build_standin() {
   local name="$1" prefix="$2" h tag ctx
   h="$( { echo "$base_hash"; cat "$0"; find "$standin" -type f | LC_ALL=C sort | xargs cat;
-          [ "$name" != python ] || echo "$requirements"; } | hash_of)"
+          [ "$name" != python ] || echo "$requirements$constraints"; } | hash_of)"
   tag="skymesh-standin/$name:$prefix$h"
   if have_image "$tag"; then
     log "$tag is up to date"

@@ -9,6 +9,7 @@ Commands: ``help``, ``list``, ``stat``, ``mem``, ``info <h>``, ``kill <h>``,
 ``ping <h>``, ``interrupt <h>``, ``gc``, ``names``, ``groups``, ``locks``,
 ``nodes``, ``call <dest> <method> [arg ...]`` (each arg JSON, else a string),
 ``status`` (one JSON line: the node as ``skymesh status`` shows it),
+``health`` (coordination session, workers and harbor answer: ``builtins/health.py``),
 ``reload [--timeout s] <module>`` (live reload on this node), ``quit``.
 ``<h>`` is ``:0000000100000005``, ``0x100000005``, a decimal handle or a name.
 """
@@ -54,6 +55,7 @@ HELP = (
     ("reload-keys", "re-read keys_dir: a removed node key cuts that node off"),
     ("call [--timeout s] <dest> <method> [arg ...]", "call a service; args JSON, else strings"),
     ("status", "everything above as one JSON line (skymesh status)"),
+    ("health", "coordination connected, workers and harbor answer (skymesh health)"),
     ("hello <nonce>", "first line when the console has a token (skymesh console does it)"),
     ("reload [--timeout s] <module>", "re-import a module, swap its services' classes"),
     ("quit", "close this session"),
@@ -265,6 +267,10 @@ class ConsoleAgent(Agent):
             return [json.dumps(await self._status(), default=repr)]
         if cmd == "reload":
             return await self._reload_command(node, args)
+        if cmd == "health":
+            from .health import check
+
+            return await check(self)
         raise ValueError(f"unknown command {cmd!r} (try help)")
 
     async def _reload_command(self, node: Node, args: list[str]) -> list[str]:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 
 def add_commands(sub: Any) -> None:
     """Add ``health`` and ``config`` to the ``skymesh`` subparsers."""
-    h = sub.add_parser("health", help="exit 0 when this node is a live cluster member")
+    h = sub.add_parser("health", help="exit 0 when this node works (console) and is a member")
     h.add_argument("--config", "-c", help="the node's TOML config (SKYMESH_* apply)")
     h.add_argument("--timeout", type=float, default=5.0)
     c = sub.add_parser("config", help="read or change cluster config (watched by services)")
@@ -24,16 +25,24 @@ def add_commands(sub: Any) -> None:
     c.add_argument("value", nargs="?", help="a JSON value (a bare word is taken as a string)")
 
 
-def run(args: argparse.Namespace) -> int | None:
-    """Run ``health`` or ``config``; None if the command is not one of these."""
+LocalHealth = Callable[[Any, float], "str | None"]
+"""``(config, timeout) -> None if the node's console said ok, else why not`` (ops.py's)."""
+
+
+def run(args: argparse.Namespace, local_health: LocalHealth | None = None) -> int | None:
+    """Run ``health`` or ``config``; None if the command is not one of these.
+
+    ``local_health`` asks the node's own console (the CLI's console client lives in
+    ``ops``, which imports this module, so it is passed in rather than imported).
+    """
     if args.command == "health":
-        return _health(args)
+        return _health(args, local_health)
     if args.command == "config":
         return _config(args)
     return None
 
 
-def _view(config_file: str | None) -> tuple[Any, Any] | int:
+def _view(config_file: str | None, timeout: float = 5.0) -> tuple[Any, Any] | int:
     from coord.observer import ClusterView
 
     from ..config import load_config
@@ -49,25 +58,50 @@ def _view(config_file: str | None) -> tuple[Any, Any] | int:
               file=sys.stderr)
         return 2
     opts = cfg.coord_options()  # the node's own ZooKeeper identity and TLS
-    return cfg, ClusterView(cfg.zk_hosts, cfg.cluster, auth=opts["zk_auth"], tls=opts["zk_tls"])
+    return cfg, ClusterView(cfg.zk_hosts, cfg.cluster, auth=opts["zk_auth"], tls=opts["zk_tls"],
+                            timeout=timeout)
 
 
-def _health(args: argparse.Namespace) -> int:
-    from coord.errors import CoordError
+def _health(args: argparse.Namespace, local_health: LocalHealth | None) -> int:
+    """Exit 0 only if the node itself works and is a member.
+
+    With a ``console_port`` the local console runs ``health`` (coordination
+    session CONNECTED, ``.launcher`` answers, the harbor publishes heartbeats:
+    see ``node/builtins/health.py``); a node that does not answer within
+    ``--timeout`` is unhealthy. With ZooKeeper, the node must also be listed in
+    the cluster's membership.
+    """
+    import time
 
     from ..config import load_config
     from ..errors import ConfigError
 
+    deadline = time.monotonic() + args.timeout
     try:
-        if load_config(args.config).zk_hosts is None:
-            print("standalone node: nothing to check in the cluster")
-            return 0
-    except ConfigError:
-        pass  # _view prints it
-    made = _view(args.config)
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"skymesh: config error: {exc}", file=sys.stderr)
+        return 2
+    local = "no console_port: harbor and workers not checked"
+    if cfg.console_port is not None and local_health is not None:
+        problem = local_health(cfg, args.timeout)
+        if problem is not None:
+            print(f"skymesh: unhealthy: {problem}", file=sys.stderr)
+            return 1
+        local = "harbor, workers and coordination answer"
+    if cfg.zk_hosts is None:
+        print(f"ok: standalone node; {local}")
+        return 0
+    return _membership(args.config, cfg, max(deadline - time.monotonic(), 0.5), local)
+
+
+def _membership(config_file: str | None, cfg: Any, timeout: float, local: str) -> int:
+    from coord.errors import CoordError
+
+    made = _view(config_file, timeout)
     if isinstance(made, int):
         return made
-    cfg, view = made
+    _, view = made
     try:
         with view:
             members = view.members()
@@ -77,7 +111,7 @@ def _health(args: argparse.Namespace) -> int:
     if cfg.node_id is not None and cfg.node_id not in members:
         print(f"skymesh: node {cfg.node_id} is not a member of {cfg.cluster}", file=sys.stderr)
         return 1
-    print(f"ok: {len(members)} node(s) in {cfg.cluster}")
+    print(f"ok: {len(members)} node(s) in {cfg.cluster}; {local}")
     return 0
 
 

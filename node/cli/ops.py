@@ -21,11 +21,11 @@ import shlex
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..builtins.console import client_proof, server_proof
 
-__all__ = ["ConsoleClient", "add_commands", "run"]
+__all__ = ["ConsoleClient", "add_commands", "console_token", "run"]
 
 EXIT_FAIL, EXIT_USAGE = 1, 2
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     """Run an operator subcommand; returns the exit status."""
     from . import cluster as cli_cluster
 
-    done = cli_cluster.run(args)
+    done = cli_cluster.run(args, local_health=_local_health)
     if done is None:
         from . import keys as cli_keys
 
@@ -171,13 +171,48 @@ def _settings(args: argparse.Namespace) -> tuple[Any, int | None, str | None]:
         except ConfigError as exc:
             raise _UsageError(f"config error: {exc}") from exc
     port = args.port if args.port is not None else getattr(cfg, "console_port", None)
-    token = getattr(cfg, "console_token", None)
+    token = console_token(cfg) if cfg is not None else None
     if args.token_file is not None:
         try:
             token = Path(args.token_file).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise _UsageError(f"cannot read the token file: {exc}") from exc
     return cfg, port, token
+
+
+def console_token(cfg: Any) -> str | None:
+    """The console token a node config implies: ``console_token(_file)``, else the one in
+    ``keys_dir`` (the node itself takes it from there), else None.
+
+    Raises ``OSError`` (naming the file) if ``keys_dir/console.token`` exists but
+    cannot be read.
+    """
+    if cfg.console_token is not None or cfg.keys_dir is None:
+        return cast(str | None, cfg.console_token)
+    path = Path(cfg.keys_dir) / "console.token"
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise OSError(f"cannot read the console token {path}: {exc.strerror}") from exc
+
+
+def _local_health(cfg: Any, timeout: float) -> str | None:
+    """Run ``health`` on this node's console (loopback); None if it said ok, else why not."""
+    try:
+        token = console_token(cfg)
+        with ConsoleClient("127.0.0.1", cfg.console_port, token, timeout) as console:
+            ok, lines = console.command("health")
+    except PermissionError as exc:
+        return f"the console refused us: {exc}"
+    except TimeoutError:
+        return f"the node's console did not answer within {timeout:g}s"
+    except OSError as exc:
+        return f"the node's console is unreachable: {exc}"
+    if not ok:
+        return lines[-1] if lines else "the console's health check failed"
+    return None
 
 
 def _with_console(args: argparse.Namespace) -> int:

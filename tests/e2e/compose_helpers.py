@@ -28,12 +28,17 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
+# Where the compose files' `init` service puts the secrets, as the node containers see them.
+SECRETS = "/secrets"
+
 # Runs inside a node container: prints {path: {child: data-or-null}} for each path
-# (null for a path that does not exist). Data is decoded as JSON when it is.
+# (null for a path that does not exist). Data is decoded as JSON when it is. Reads
+# as the cluster's ZooKeeper identity (the tree's ACL lets nobody else read it).
 _ZK_DUMP = """
 import json, sys
 from kazoo.client import KazooClient
-zk = KazooClient(hosts=sys.argv[1], timeout=5.0)
+scheme, _, cred = open("/secrets/zk_auth").read().strip().partition(":")
+zk = KazooClient(hosts=sys.argv[1], timeout=5.0, auth_data=[(scheme, cred)])
 zk.start(timeout=15)
 out = {}
 for path in sys.argv[2:]:
@@ -59,8 +64,11 @@ _CALLS = """
 import json, sys, time
 from node import Node, load_config
 cluster, zk_hosts, advertise, calls = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+# The cluster's credentials from the secrets volume: the shared CURVE key (any node
+# id, so "auto" works) and the ZooKeeper identity.
 cfg = load_config({"cluster": cluster, "node_id": "auto", "zk_hosts": zk_hosts,
-                   "bind": "0.0.0.0", "advertise": advertise, "log_level": "error"}, env={})
+                   "bind": "0.0.0.0", "advertise": advertise, "log_level": "error",
+                   "keys_dir": "/secrets/keys", "zk_auth_file": "/secrets/zk_auth"}, env={})
 node = Node.from_config(cfg)
 # The members' harbors drop frames from a node their membership watch has not shown
 # them yet (a join race, reported): give the watches a moment before the first call.
@@ -166,6 +174,34 @@ class ComposeProject:
     def exec(self, service: str, *cmd: str) -> tuple[int, str]:
         code, out = self.container(service).exec_run(list(cmd), demux=False)
         return code, out.decode(errors="replace")
+
+    def exec_as(self, service: str, user: str, *cmd: str) -> tuple[int, str]:
+        """``exec`` as ``user`` (e.g. "0": root, with the container's capabilities)."""
+        code, out = self.container(service).exec_run(list(cmd), user=user, demux=False)
+        return code, out.decode(errors="replace")
+
+    def redis_cli(self, service: str, *args: str) -> tuple[int, str]:
+        """``redis-cli ARGS`` in a Redis or Sentinel container, authenticated with the
+        generated password (read from the volume there, never on a command line)."""
+        script = 'REDISCLI_AUTH="$(cat /redis-secrets/redis_password)" exec redis-cli "$@"'
+        return self.exec(service, "sh", "-c", script, "redis-cli", *args)
+
+    def assert_locked_down(self, service: str) -> None:
+        """The container of ``service`` runs read-only (even root cannot write ``/``), with
+        no capabilities, no privilege gain, memory and pids limits, and not as root."""
+        code, out = self.exec_as(service, "0", "touch", "/x")
+        assert code != 0 and "Read-only file system" in out, (service, out)
+        code, out = self.exec(service, "grep", "-E", "^(Cap|NoNewPrivs)", "/proc/1/status")
+        status = dict(line.split(":\t") for line in out.strip().splitlines())
+        for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            assert status[cap] == "0000000000000000", (service, status)
+        assert status["NoNewPrivs"] == "1", (service, status)
+        host = self.container(service).attrs["HostConfig"]
+        assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"], service
+        assert "no-new-privileges:true" in (host["SecurityOpt"] or []), service
+        assert host["Memory"] > 0 and host["PidsLimit"] > 0, service
+        code, out = self.exec(service, "id", "-u")
+        assert code == 0 and out.strip() != "0", (service, out)
 
     def zk(self, via: str, hosts: str, *paths: str) -> dict[str, dict[str, Any] | None]:
         """Children (with decoded data) of ZooKeeper ``paths``, read from inside ``via``."""

@@ -8,6 +8,7 @@ short-lived client node started inside a node container (compose_helpers).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 
@@ -84,13 +85,12 @@ def test_lobby_page_is_published_on_loopback(cluster: ComposeProject) -> None:
 
 def test_service_calls_a_service_on_another_node(cluster: ComposeProject) -> None:
     (r,) = call(cluster, ["demo.3", "ask", "demo.2"], via="node1")  # node1 -> node3 -> node2
+    assert "ok" in r, r
     assert r["ok"]["asked_by"] == "demo.3"
     assert r["ok"]["answer"]["host"] == "node2"
 
 
 def test_status_shows_nodes_master_names_and_groups(cluster: ComposeProject) -> None:
-    import json
-
     code, out = cluster.exec("node2", "skymesh", "status", "--json")
     assert code == 0, out
     doc = json.loads(out)
@@ -138,6 +138,149 @@ def test_nodes_report_healthy(cluster: ComposeProject) -> None:
                    lambda s=service: cluster.status(s) == "running/healthy", 60)
     code, out = cluster.exec("node1", "skymesh", "health")
     assert code == 0, out
+
+
+# -- secure by default (issue 10 item 7, issue 11 items 3 and 4) ---------------------------
+
+# Anonymous kazoo client, from inside node1: each read or write of the cluster's tree
+# must fail with NoAuth. Prints {operation: exception type name or "ALLOWED"}.
+_ZK_ANON = """
+import json, sys
+from kazoo.client import KazooClient
+zk = KazooClient(hosts=sys.argv[1], timeout=5.0)
+zk.start(timeout=15)
+root = sys.argv[2]
+out = {}
+for what, op in [
+    ("get root", lambda: zk.get(root)),
+    ("children root", lambda: zk.get_children(root)),
+    ("children nodes", lambda: zk.get_children(root + "/nodes")),
+    ("get node 1", lambda: zk.get(root + "/nodes/1")),
+    ("create fake node", lambda: zk.create(root + "/nodes/99", b"{}", ephemeral=True)),
+    ("set config", lambda: zk.create(root + "/config/@unique:x", b"{}")),
+    ("delete names", lambda: zk.delete(root + "/names", recursive=True)),
+]:
+    try:
+        op()
+        out[what] = "ALLOWED"
+    except Exception as exc:
+        out[what] = type(exc).__name__
+zk.stop(); zk.close()
+print(json.dumps(out))
+"""
+
+# From inside node1, a client with no token (and one with a wrong token) against
+# node2's console, which is reachable on the compose network (console_bind 0.0.0.0).
+_CONSOLE_ANON = """
+import json, socket
+from node.cli.ops import ConsoleClient
+out = {}
+with socket.create_connection(("node2", 7000), timeout=10) as s:
+    s.sendall(b"call .launcher __ping__\\nlist\\n")
+    f = s.makefile("rb")
+    lines = []
+    try:
+        for _ in range(4):
+            raw = f.readline()
+            if not raw:
+                break  # the console closed the session
+            lines.append(raw.decode().strip())
+    except OSError:
+        pass  # timed out: it said nothing more
+    out["no token"] = lines
+try:
+    ConsoleClient("node2", 7000, "a-stolen-looking-but-wrong-token-1234", 10)
+    out["wrong token"] = "ALLOWED"
+except PermissionError as exc:
+    out["wrong token"] = "PermissionError: " + str(exc)
+print(json.dumps(out))
+"""
+
+
+def test_anonymous_zookeeper_client_gets_noauth_everywhere(cluster: ComposeProject) -> None:
+    code, out = cluster.exec("node1", "python", "-c", _ZK_ANON, ZK, ROOT)
+    assert code == 0, out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result and all(v == "NoAuthError" for v in result.values()), result
+    assert members(cluster) == {1, 2, 3}  # nothing changed; the identity still reads
+
+
+def test_redis_refuses_a_client_without_the_password(cluster: ComposeProject) -> None:
+    code, out = cluster.exec("redis", "redis-cli", "ping")
+    assert "NOAUTH" in out and "PONG" not in out, out
+    code, out = cluster.exec("redis", "redis-cli", "set", "skymesh:e2e:x", "1")
+    assert "NOAUTH" in out, out
+    code, out = cluster.redis_cli("redis", "ping")
+    assert out.strip() == "PONG", out
+    code, out = cluster.redis_cli("redis", "config", "get", "protected-mode")
+    assert out.split() == ["protected-mode", "yes"], out
+
+
+def test_console_refuses_clients_without_the_token(cluster: ComposeProject) -> None:
+    code, out = cluster.exec("node1", "python", "-c", _CONSOLE_ANON)
+    assert code == 0, out
+    result = json.loads(out.strip().splitlines()[-1])
+    lines = result["no token"]
+    assert lines and lines[0].startswith("<CMD Error>"), result
+    assert not any("OK" in line or "alive" in line for line in lines), result
+    assert result["wrong token"].startswith("PermissionError"), result
+
+
+def test_status_and_health_work_with_no_extra_step(cluster: ComposeProject) -> None:
+    """The CLI in a node container finds the token in keys_dir by itself."""
+    code, out = cluster.exec("node1", "skymesh", "status")
+    assert code == 0, out
+    code, out = cluster.exec("node3", "skymesh", "health")
+    assert code == 0 and "harbor, workers and coordination answer" in out, out
+
+
+def test_secrets_are_generated_private_and_not_in_the_environment(
+    cluster: ComposeProject,
+) -> None:
+    code, out = cluster.exec("node1", "sh", "-c",
+                             "stat -c '%a %U %n' /secrets/zk_auth /secrets/redis_password "
+                             "/secrets/keys/console.token /secrets/keys/secret/cluster.key_secret")
+    assert code == 0, out
+    for line in out.strip().splitlines():
+        mode, owner, _ = line.split()
+        assert mode == "600" and owner == "skymesh", line
+    code, out = cluster.exec("node1", "cat", "/secrets/zk_auth")
+    scheme, user, password = out.strip().split(":")
+    assert (scheme, user) == ("digest", "skymesh") and len(password) >= 40
+    env = " ".join(cluster.container("node1").attrs["Config"]["Env"])
+    assert password not in env
+    code, redis_pw = cluster.exec("node1", "cat", "/secrets/redis_password")
+    assert redis_pw.strip() and redis_pw.strip() not in env
+    assert cluster.status("init") == "exited" and \
+        cluster.container("init").attrs["State"]["ExitCode"] == 0
+
+
+LOCKED = ["zookeeper", "redis", "node1", "node2", "node3"]
+
+
+def test_containers_are_read_only_without_capabilities(cluster: ComposeProject) -> None:
+    for service in LOCKED:
+        cluster.assert_locked_down(service)
+
+
+def test_a_frozen_node_turns_unhealthy_then_healthy_again(cluster: ComposeProject) -> None:
+    """SIGSTOP node3's process (PID 1): the container runs and ZooKeeper lists it for a
+    while, but its console answers nothing, so the HEALTHCHECK turns it unhealthy;
+    SIGCONT and it is healthy again (rejoining if its session expired meanwhile)."""
+    for service in NODES:
+        wait_until(f"{service} healthy",
+                   lambda s=service: cluster.status(s) == "running/healthy", 60)
+    node3 = cluster.container("node3")
+    node3.kill(signal="SIGSTOP")
+    try:
+        wait_until("node3 unhealthy", lambda: cluster.status("node3") == "running/unhealthy",
+                   60)
+        log = cluster.container("node3").attrs["State"]["Health"]["Log"]
+        assert any("did not answer" in entry["Output"] for entry in log), log
+    finally:
+        node3.kill(signal="SIGCONT")
+    wait_until("node3 healthy again", lambda: cluster.status("node3") == "running/healthy", 90)
+    wait_until("node 3 a member again", lambda: members(cluster) == {1, 2, 3}, 60)
 
 
 def test_killed_node_leaves_and_rejoins(cluster: ComposeProject) -> None:

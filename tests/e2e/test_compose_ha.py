@@ -33,13 +33,45 @@ def members(project: ComposeProject, via: str = "node1") -> set[int]:
 
 
 def test_sentinels_watch_a_master_with_two_replicas(ha: ComposeProject) -> None:
-    code, out = ha.exec("sentinel1", "redis-cli", "-p", "26379",
-                        "sentinel", "get-master-addr-by-name", "mymaster")
+    code, out = ha.redis_cli("sentinel1", "-p", "26379",
+                             "sentinel", "get-master-addr-by-name", "mymaster")
     assert code == 0 and out.split()[:2] == ["redis", "6379"], out
     # A Sentinel learns of replicas from the master's INFO, every 10 s.
-    wait_until("sentinel1 to know both replicas", lambda: ha.exec(
-        "sentinel1", "redis-cli", "-p", "26379", "sentinel", "replicas", "mymaster",
+    wait_until("sentinel1 to know both replicas", lambda: ha.redis_cli(
+        "sentinel1", "-p", "26379", "sentinel", "replicas", "mymaster",
     )[1].count("redis-replica") >= 2, 30)
+
+
+def test_redis_and_sentinels_refuse_clients_without_the_password(ha: ComposeProject) -> None:
+    """Master, replicas and Sentinels all run with requirepass and protected mode."""
+    for service, port in [("redis", "6379"), ("redis-replica1", "6379"),
+                          ("sentinel1", "26379"), ("sentinel2", "26379")]:
+        code, out = ha.exec(service, "redis-cli", "-p", port, "ping")
+        assert "NOAUTH" in out and "PONG" not in out, (service, out)
+        code, out = ha.redis_cli(service, "-p", port, "ping")
+        assert out.strip() == "PONG", (service, out)
+    code, out = ha.exec("sentinel1", "redis-cli", "-p", "26379",
+                        "sentinel", "get-master-addr-by-name", "mymaster")
+    assert "NOAUTH" in out and "6379" not in out, out
+
+
+def test_every_container_is_locked_down(ha: ComposeProject) -> None:
+    for service in ["zk1", "zk2", "zk3", "redis", "redis-replica1", "redis-replica2",
+                    "sentinel1", "sentinel2", "sentinel3", "node1", "node2", "node3"]:
+        ha.assert_locked_down(service)
+
+
+def test_anonymous_zookeeper_client_is_refused_on_the_ensemble(ha: ComposeProject) -> None:
+    script = ("import sys\n"
+              "from kazoo.client import KazooClient\n"
+              "zk = KazooClient(hosts=sys.argv[1], timeout=5.0); zk.start(timeout=15)\n"
+              "try:\n"
+              "    zk.get_children(sys.argv[2]); print('ALLOWED')\n"
+              "except Exception as exc:\n"
+              "    print(type(exc).__name__)\n"
+              "zk.stop()\n")
+    code, out = ha.exec("node2", "python", "-c", script, ZK, f"{ROOT}/nodes")
+    assert code == 0 and out.strip().splitlines()[-1] == "NoAuthError", out
 
 
 def test_redis_lock_through_sentinels(ha: ComposeProject) -> None:
@@ -72,8 +104,8 @@ def test_redis_lock_after_master_failover(ha: ComposeProject) -> None:
     (before,) = ha.calls("node1", "e2e", ZK, [["demo.1", "locked", "e2e-failover", "redis"]])
     assert "ok" in before, before
     ha.container("redis").kill()
-    wait_until("a replica promoted", lambda: "redis-replica" in ha.exec(
-        "sentinel1", "redis-cli", "-p", "26379", "sentinel", "get-master-addr-by-name",
+    wait_until("a replica promoted", lambda: "redis-replica" in ha.redis_cli(
+        "sentinel1", "-p", "26379", "sentinel", "get-master-addr-by-name",
         "mymaster")[1], 60)
     (after,) = wait_until(
         "a Redis lock through the new master",
