@@ -82,18 +82,33 @@ def uncontended(env: dict[str, str], cluster: str, seconds: float) -> None:
         zlock.acquire()
         zlock.release()
 
-    for name, fn in [
+    impls = [
         ("coord_redis", lambda: ours("redis")),
         ("redispy", redispy),
         ("coord_zk", lambda: ours("zk")),
         ("kazoo", kazoo_lock),
-    ]:
-        fn()
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            fn()
-            n += 1
-        emit(f"uncontended_acquire_release.{name}", n / (time.perf_counter() - t0), "ops/s")
+    ]
+    # Interleaved in short slices (A B C D A B C D ...), so that a neighbour's load on
+    # a shared machine falls on every implementation alike; the ratios are same-run.
+    slices = 6
+    count = dict.fromkeys([name for name, _ in impls], 0)
+    spent = dict.fromkeys(count, 0.0)
+    for _name, fn in impls:
+        fn()  # warm: connections, scripts loaded
+    for _ in range(slices):
+        for name, fn in impls:
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds / slices:
+                fn()
+                n += 1
+            count[name] += n
+            spent[name] += time.perf_counter() - t0
+    rate = {name: count[name] / spent[name] for name in count}
+    for name in count:
+        emit(f"uncontended_acquire_release.{name}", rate[name], "ops/s")
+    emit("uncontended_ratio.coord_redis_to_redispy", rate["coord_redis"] / rate["redispy"],
+         "ratio")
+    emit("uncontended_ratio.coord_zk_to_kazoo", rate["coord_zk"] / rate["kazoo"], "ratio")
     c.stop()
     r.close()
     zk.stop()
