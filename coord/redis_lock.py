@@ -21,7 +21,10 @@ a client of its own with a short socket timeout (``_FAST_TIMEOUT``) and no
 retries. A lease that is free with nobody queued is taken by that one round
 trip and ``on_acquired`` runs before ``lock()`` returns; otherwise (queued,
 or the attempt failed or timed out) the engine takes the request over
-exactly as if it had made that first attempt. The acquire script is
+exactly as if it had made that first attempt. So ``on_acquired`` runs on
+the caller's thread (fast path), on the pub/sub thread (a handover
+announced by name) or on the notifier thread (a retry): it must be quick
+and must not block (the node's only posts a message). The acquire script is
 idempotent per request token, so an attempt whose answer was lost is
 repeated safely. After a failed fast attempt the fast path is off for
 ``_FAST_BACKOFF`` seconds, so an unreachable Redis costs a caller at most one
@@ -359,9 +362,10 @@ class RedisLocks:
         except Exception as exc:  # its heartbeat expires, then it is dropped
             log.warning("coord: dequeue of redis lock %r failed: %s", req.key, exc)
 
-    def _attempt(self, req: _RedisRequest, fast: bool = False) -> None:
+    def _attempt(self, req: _RedisRequest, fast: bool = False, inline: bool = False) -> None:
         """One acquire attempt for ``req``, on the engine, the pub/sub thread or (``fast``)
-        the caller's thread, whose ``lock()`` already marked it in flight."""
+        the caller's thread, whose ``lock()`` already marked it in flight. ``on_acquired``
+        runs on this thread when ``fast`` or ``inline``, else on the notifier thread."""
         now = time.monotonic()
         with self._cond:
             if not fast:
@@ -429,8 +433,8 @@ class RedisLocks:
                 self._waiting.remove(req)
         if not acquired:
             self.release(held)  # acquired after cancel: give it back at once
-        elif fast:
-            req.on_acquired(held)  # the caller's thread, before lock() returns
+        elif fast or inline:
+            req.on_acquired(held)  # the caller's thread before lock() returns, or pub/sub's
         else:
             self._notifier.post(lambda: req.on_acquired(held))
 
@@ -487,7 +491,7 @@ class RedisLocks:
                     if token:  # the head of the queue, by name: its process tries now
                         req = self._waiting_with(key, token)
                         if req is not None:
-                            self._attempt(req)
+                            self._attempt(req, inline=True)
                     else:
                         self._wake(key)
             except Exception as exc:
