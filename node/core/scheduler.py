@@ -156,10 +156,10 @@ class Scheduler:
                     t0 = clock()
                 continue
             q = mb.queue
-            qpop = q.popleft
             svc = mb.service
-            dispatch = svc._dispatch
             w.service = svc
+            # No bound methods kept here (q.popleft, svc._dispatch): each would be one
+            # more GC-tracked allocation per turn, and most turns run one message.
             try:
                 while True:
                     n = len(q)
@@ -171,12 +171,12 @@ class Scheduler:
                     while n:
                         n -= 1
                         try:
-                            msg = qpop()
+                            msg = q.popleft()
                         except IndexError:
                             break
                         w.message = msg
                         try:
-                            dispatch(msg)
+                            svc._dispatch(msg)
                         except BaseException as exc:  # an interrupt that landed after its handler
                             on_stray(exc)
                     # Another turn on this mailbox: only if nobody else waits (see above).
