@@ -235,12 +235,17 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=200_000)
     p.add_argument("--spawn", type=int, default=100_000)
     p.add_argument("--weights", help="worker weights, e.g. 0,0 (default: skynet's table)")
+    p.add_argument("--gc0", type=int, default=0,
+                   help="gc.set_threshold(N) first (young generation), baseline included")
     p.add_argument("--services", type=int, default=0,
                    help="instead: N services in one node (spawn, memory, ring, timers)")
     args = p.parse_args()
     weights = tuple(int(x) for x in args.weights.split(",")) if args.weights else None
     if weights is not None:
         WEIGHTS["weights"] = list(weights)
+    if args.gc0:
+        gc.set_threshold(args.gc0)
+        WEIGHTS["gc0"] = args.gc0
     w, n = args.workers, args.n
     base = max(baseline(n) for _ in range(3))  # BASE_CPU keeps the last: fine, it is CPU time
     emit("baseline_deque_loop", base, "msgs/s", workers=0)
