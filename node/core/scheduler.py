@@ -161,15 +161,13 @@ class Scheduler:
             # No bound methods kept here (q.popleft, svc._dispatch): each would be one
             # more GC-tracked allocation per turn, and most turns run one message.
             try:
-                while True:
-                    n = len(q)
-                    if n > mb.overload:
-                        mb.overload *= 2
-                        self._on_overload(svc, n)
-                    # batch_size() inlined: -1 one message, else length >> weight, >= 1
-                    n = 1 if weight < 0 else (n >> weight) or 1
-                    while n:
-                        n -= 1
+                if weight < 0:
+                    # One message a turn (skynet's -1); turns follow each other at once
+                    # while no other mailbox waits.
+                    while True:
+                        if len(q) > mb.overload:
+                            mb.overload *= 2
+                            self._on_overload(svc, len(q))
                         try:
                             msg = q.popleft()
                         except IndexError:
@@ -179,9 +177,28 @@ class Scheduler:
                             svc._dispatch(msg)
                         except BaseException as exc:  # an interrupt that landed after its handler
                             on_stray(exc)
-                    # Another turn on this mailbox: only if nobody else waits (see above).
-                    if queue or not q or not self._running:
-                        break
+                        if queue or not q or not self._running:
+                            break
+                else:
+                    while True:
+                        n = len(q)
+                        if n > mb.overload:
+                            mb.overload *= 2
+                            self._on_overload(svc, n)
+                        n = (n >> weight) or 1  # batch_size() inlined
+                        while n:
+                            n -= 1
+                            try:
+                                msg = q.popleft()
+                            except IndexError:
+                                break
+                            w.message = msg
+                            try:
+                                svc._dispatch(msg)
+                            except BaseException as exc:  # a late interrupt, as above
+                                on_stray(exc)
+                        if queue or not q or not self._running:
+                            break
             finally:
                 w.message = None
                 if profile:
