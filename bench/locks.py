@@ -47,7 +47,7 @@ def pct(values: list[float], p: float) -> float:
 # uncontended
 
 
-def uncontended(env: dict[str, str], cluster: str, seconds: float) -> None:
+def uncontended(env: dict[str, str], cluster: str, seconds: float, redis_only: bool) -> None:
     import redis
     from kazoo.client import KazooClient
 
@@ -82,18 +82,34 @@ def uncontended(env: dict[str, str], cluster: str, seconds: float) -> None:
         zlock.acquire()
         zlock.release()
 
-    for name, fn in [
+    impls = [
         ("coord_redis", lambda: ours("redis")),
         ("redispy", redispy),
         ("coord_zk", lambda: ours("zk")),
         ("kazoo", kazoo_lock),
-    ]:
-        fn()
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            fn()
-            n += 1
-        emit(f"uncontended_acquire_release.{name}", n / (time.perf_counter() - t0), "ops/s")
+    ][: 2 if redis_only else 4]
+    # Interleaved in short slices (A B C D A B C D ...), so that a neighbour's load on
+    # a shared machine falls on every implementation alike; the ratios are same-run.
+    slices = 6
+    count = dict.fromkeys([name for name, _ in impls], 0)
+    spent = dict.fromkeys(count, 0.0)
+    for _name, fn in impls:
+        fn()  # warm: connections, scripts loaded
+    for _ in range(slices):
+        for name, fn in impls:
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds / slices:
+                fn()
+                n += 1
+            count[name] += n
+            spent[name] += time.perf_counter() - t0
+    rate = {name: count[name] / spent[name] for name in count}
+    for name in count:
+        emit(f"uncontended_acquire_release.{name}", rate[name], "ops/s")
+    emit("uncontended_ratio.coord_redis_to_redispy", rate["coord_redis"] / rate["redispy"],
+         "ratio")
+    if not redis_only:
+        emit("uncontended_ratio.coord_zk_to_kazoo", rate["coord_zk"] / rate["kazoo"], "ratio")
     c.stop()
     r.close()
     zk.stop()
@@ -226,6 +242,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--contenders", type=int, default=4)
     p.add_argument("--session-timeout", type=float, default=2.0)
+    p.add_argument("--redis-only", action="store_true",
+                   help="only coord's Redis lock against redis-py's: no ZooKeeper, no failover")
     a = p.parse_args()
     started = subprocess.run([str(SERVERS), "status"], capture_output=True, check=False).returncode
     started = started != 0
@@ -234,15 +252,16 @@ def main() -> None:
     try:
         env = server_env()
         cluster = f"bench{uuid.uuid4().hex[:8]}"
-        uncontended(env, cluster, a.seconds)
+        uncontended(env, cluster, a.seconds, a.redis_only)
         for impl, backend, label in [
             ("ours", "redis", "coord_redis"),
             ("redispy", "", "redispy"),
             ("ours", "zk", "coord_zk"),
             ("kazoo", "", "kazoo"),
-        ]:
+        ][: 2 if a.redis_only else 4]:
             contended(env, cluster, impl, backend or "redis", a.contenders, a.seconds, label)
-        failover(env, cluster, a.session_timeout)
+        if not a.redis_only:
+            failover(env, cluster, a.session_timeout)
         emit("info.cpus", float(os.cpu_count() or 0), "count")
     finally:
         if started:

@@ -107,21 +107,30 @@ def _tls_kwargs(tls: bool, params: dict[str, str], files: TlsFiles | None) -> di
     return kw
 
 
-def make_client(url: str, tls: TlsFiles | None = None) -> Any:
-    """A ``redis.Redis`` for ``url`` (plain, TLS or sentinel); ``ValueError`` if malformed."""
+def make_client(
+    url: str, tls: TlsFiles | None = None, timeout: float | None = None, retries: int = _RETRIES
+) -> Any:
+    """A ``redis.Redis`` for ``url`` (plain, TLS or sentinel); ``ValueError`` if malformed.
+
+    ``timeout`` (seconds) replaces the socket and connect timeouts and
+    ``retries`` the retry count: the lock fast path wants one short try.
+    """
     import redis
     from redis.backoff import ExponentialWithJitterBackoff
     from redis.retry import Retry
     from redis.sentinel import Sentinel
 
-    retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=_RETRY_CAP), _RETRIES)
+    retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=_RETRY_CAP), retries)
+    timeouts = _TIMEOUTS if timeout is None else {
+        "socket_timeout": timeout, "socket_connect_timeout": timeout
+    }
     if url.startswith(_SENTINEL_SCHEMES):
         s = parse_sentinel_url(url)
         conn: dict[str, Any] = {
             "username": s.username,
             "password": s.password,
             "retry": retry,
-            **_TIMEOUTS,
+            **timeouts,
         }
         conn.update(_tls_kwargs(s.tls, dict(s.tls_params), tls))
         # The same identity and TLS for the sentinels as for the master.
@@ -133,7 +142,7 @@ def make_client(url: str, tls: TlsFiles | None = None) -> Any:
         raise ValueError(f"unsupported Redis URL scheme in {url.partition(':')[0]!r}")
     extra = _tls_kwargs(url.startswith("rediss://"), {}, tls)
     extra.pop("ssl", None)  # from_url picks the TLS connection class from the scheme
-    return redis.Redis.from_url(url, retry=retry, **_TIMEOUTS, **extra)
+    return redis.Redis.from_url(url, retry=retry, **timeouts, **extra)
 
 
 _AUTH_WORDS = ("AuthenticationError", "WRONGPASS", "NOAUTH", "invalid username-password")

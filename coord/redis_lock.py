@@ -9,9 +9,26 @@ Keys for lock ``k`` of cluster ``c`` (prefix ``P = skymesh:c:lock:k``):
                  dropped, so a dead waiter cannot block the queue
 
 Only the queue head may take a free lease, which makes waiting FIFO. Release
-and renewal compare the token in Lua. Releases publish the key on one channel
-per cluster; waiters retry on that notice, and on a jittered timer as the
-fallback. One engine thread drives every request and renewal of this process.
+and renewal compare the token in Lua. A release (or a withdrawn waiter) with
+a live waiter queued publishes ``<key>\n<head token>`` on one channel per
+cluster; only the process holding that head request acts on it, on its
+pub/sub thread, at once. Every waiter also retries on a jittered timer as the
+fallback (a lease that expired publishes nothing). One engine thread drives
+retries and renewals.
+
+The fast path: ``lock()`` makes the first attempt in the caller's thread, on
+a client of its own with a short socket timeout (``_FAST_TIMEOUT``) and no
+retries. A lease that is free with nobody queued is taken by that one round
+trip and ``on_acquired`` runs before ``lock()`` returns; otherwise (queued,
+or the attempt failed or timed out) the engine takes the request over
+exactly as if it had made that first attempt. So ``on_acquired`` runs on
+the caller's thread (fast path), on the pub/sub thread (a handover
+announced by name) or on the notifier thread (a retry): it must be quick
+and must not block (the node's only posts a message). The acquire script is
+idempotent per request token, so an attempt whose answer was lost is
+repeated safely. After a failed fast attempt the fast path is off for
+``_FAST_BACKOFF`` seconds, so an unreachable Redis costs a caller at most one
+short timeout per backoff period.
 
 Credentials and TLS come with the URL (see :mod:`coord._redis_url`). A refusal
 that retrying cannot cure (wrong password, an ACL user without rights on these
@@ -40,24 +57,33 @@ __all__ = ["RedisLocks"]
 # growing even when Redis restarts without persistence and INCR restarts at 1.
 _ACQUIRE = """
 local cur = redis.call('GET', KEYS[1])
-if cur == ARGV[1] then return -1 end
+if cur == ARGV[1] then
+  -- ours already: an attempt whose answer was lost. Its fence is the last one
+  -- (nobody acquired since), and the lease restarts its ttl from now.
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(redis.call('GET', KEYS[2]))
+end
 local wttl = tonumber(ARGV[3])
-if not redis.call('ZSCORE', KEYS[3], ARGV[1]) then
-  redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[1])
+if cur or redis.call('EXISTS', KEYS[3]) == 1 then
+  -- taken, or others wait: queue up (FIFO); only the head may go on
+  if not redis.call('ZSCORE', KEYS[3], ARGV[1]) then
+    redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[1])
+  end
+  redis.call('PEXPIRE', KEYS[3], wttl * 4)
+  redis.call('PEXPIRE', KEYS[4], wttl * 4)
+  redis.call('SET', ARGV[4] .. ARGV[1], '1', 'PX', wttl)
+  while true do
+    local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+    if head == ARGV[1] then break end
+    if redis.call('EXISTS', ARGV[4] .. head) == 1 then return 0 end
+    redis.call('ZREM', KEYS[3], head)
+  end
+  if cur then return 0 end
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('DEL', ARGV[4] .. ARGV[1])
 end
-redis.call('PEXPIRE', KEYS[3], wttl * 4)
-redis.call('PEXPIRE', KEYS[4], wttl * 4)
-redis.call('SET', ARGV[4] .. ARGV[1], '1', 'PX', wttl)
-while true do
-  local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
-  if head == ARGV[1] then break end
-  if redis.call('EXISTS', ARGV[4] .. head) == 1 then return 0 end
-  redis.call('ZREM', KEYS[3], head)
-end
-if cur then return 0 end
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('DEL', ARGV[4] .. ARGV[1])
+-- free, and nobody waits ahead of us (the common case skips the queue entirely)
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local f = redis.call('INCR', KEYS[2])
 local t = redis.call('TIME')
 local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -67,10 +93,23 @@ if f < floor then
 end
 return f
 """
+# The live head of queue KEYS[2]: dead heads (heartbeat ARGV[4]..token expired)
+# are dropped; a live one is told by name on the channel.
+_NOTIFY_HEAD = """
+while true do
+  local head = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+  if not head then break end
+  if redis.call('EXISTS', ARGV[4] .. head) == 1 then
+    redis.call('PUBLISH', ARGV[2], ARGV[3] .. '\\n' .. head)
+    break
+  end
+  redis.call('ZREM', KEYS[2], head)
+end
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
+""" + _NOTIFY_HEAD + """
   return 1
 end
 return 0
@@ -83,15 +122,21 @@ end
 return 0
 """
 _DEQUEUE = """
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('DEL', ARGV[2] .. ARGV[1])
-redis.call('PUBLISH', ARGV[3], ARGV[4])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('DEL', ARGV[4] .. ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+""" + _NOTIFY_HEAD + """
+end
 return 1
 """
 
 _WAITER_TTL_MS = 3000
 _RETRY = (0.1, 0.3)  # fallback retry interval while waiting, seconds (jittered)
 _SAFETY = 0.9  # a lease is trusted for this fraction of ttl after the call that set it
+# The fast path's bound on one round trip (socket and connect timeout), and how long
+# it stays off after a failure. A worker calling lock() blocks at most this long.
+_FAST_TIMEOUT = 0.05
+_FAST_BACKOFF = 1.0
 
 
 class _RedisHeld(Held):
@@ -137,6 +182,8 @@ class _RedisRequest(LockRequest):
         self.state = "waiting"  # -> held | done (timed out, cancelled, failed)
         self.due = 0.0  # next attempt, monotonic
         self.woken = False  # a release notice came while an attempt was in flight
+        # An attempt is running (caller, engine or pub/sub thread): no second one starts.
+        self.inflight = False
         self.held: _RedisHeld | None = None
 
     def cancel(self) -> None:
@@ -151,6 +198,10 @@ class RedisLocks:
     ) -> None:
         """Connect lazily to ``url``; ``ValueError`` if the URL is malformed."""
         self._r = make_client(url, tls)
+        # The fast path's client: one short try (see the module docstring).
+        self._fast = make_client(url, tls, timeout=_FAST_TIMEOUT, retries=0)
+        self._fast_acquire = self._fast.register_script(_ACQUIRE)
+        self._fast_off_until = 0.0  # monotonic; the fast path is off before this
         self._prefix = f"skymesh:{cluster}:lock:"
         self._channel = f"skymesh:{cluster}:lock-released"
         self._notifier = notifier
@@ -163,6 +214,9 @@ class RedisLocks:
         self._held: list[_RedisHeld] = []  # Invariant: not released and not lost
         self._cleanup: list[_RedisRequest] = []  # withdrawn: remove from the Redis queue
         self._stopping = False
+        # When the engine thread wakes next (monotonic; 0.0 while it runs and will
+        # look again). Under _cond. Work due earlier than this must notify it.
+        self._engine_wake = 0.0
         self._engine = threading.Thread(target=self._run, name="coord-redis-locks", daemon=True)
         self._subscriber = threading.Thread(
             target=self._listen, name="coord-redis-pubsub", daemon=True
@@ -196,7 +250,10 @@ class RedisLocks:
         on_acquired: AcquiredCallback,
         on_lost: LostCallback,
     ) -> LockRequest:
-        """Queue a request; the engine thread acquires it (non-blocking)."""
+        """Ask for ``key``. A free lease nobody waits for is taken here, in one round
+        trip bounded by ``_FAST_TIMEOUT``, and ``on_acquired`` runs before this
+        returns; otherwise the engine thread goes on with the request and
+        ``on_acquired`` runs on the notifier thread."""
         if ttl <= 0:
             raise ValueError("ttl must be > 0")
         req = _RedisRequest(self, key, ttl, wait, on_acquired, on_lost)
@@ -205,8 +262,13 @@ class RedisLocks:
                 req.state = "done"
                 self._notifier.post(lambda: on_acquired(CoordUnavailable("stopped")))
                 return req
+            fast = time.monotonic() >= self._fast_off_until
+            req.inflight = fast  # the engine leaves it alone while this thread tries
             self._waiting.append(req)
-            self._cond.notify()
+            if not fast:
+                self._cond.notify()
+                return req
+        self._attempt(req, fast=True)
         return req
 
     def cancel(self, req: _RedisRequest) -> None:
@@ -232,8 +294,10 @@ class RedisLocks:
             if was_held:
                 self._held.remove(held)
         if was_held:
+            keys = self._keys(held.key)
+            args = [held.req.token, self._channel, held.key, keys[0] + ":w:"]
             try:
-                self._release(self._keys(held.key)[:1], [held.req.token, self._channel, held.key])
+                self._release([keys[0], keys[2]], args)
             except Exception as exc:  # the lease expires by itself
                 log.warning("coord: releasing redis lock %r failed: %s", held.key, exc)
 
@@ -254,6 +318,7 @@ class RedisLocks:
             self.release(h)
             self._notifier.post(partial(h.req.on_lost, h))
         self._r.close()
+        self._fast.close()
 
     # engine thread
 
@@ -264,16 +329,19 @@ class RedisLocks:
                     if self._stopping:
                         return
                     now = time.monotonic()
-                    due_req = [r for r in self._waiting if r.due <= now]
+                    ready = [r for r in self._waiting if not r.inflight]
+                    due_req = [r for r in ready if r.due <= now]
                     due_held = [h for h in self._held if h.next_renew <= now]
                     cleanup, self._cleanup = self._cleanup, []
                     if due_req or due_held or cleanup:
                         break
                     nxt = min(
-                        [r.due for r in self._waiting] + [h.next_renew for h in self._held],
+                        [r.due for r in ready] + [h.next_renew for h in self._held],
                         default=now + 1.0,
                     )
+                    self._engine_wake = nxt
                     self._cond.wait(max(0.0, nxt - now))
+                    self._engine_wake = 0.0
             try:
                 for h in due_held:
                     self._renew(h)
@@ -286,68 +354,89 @@ class RedisLocks:
                 time.sleep(0.05)
 
     def _remove_waiter(self, req: _RedisRequest) -> None:
+        keys = self._keys(req.key)
         try:
             self._dequeue(
-                [self._keys(req.key)[2]],
-                [req.token, self._prefix + req.key + ":w:", self._channel, req.key],
+                [keys[0], keys[2]], [req.token, self._channel, req.key, keys[0] + ":w:"]
             )
         except Exception as exc:  # its heartbeat expires, then it is dropped
             log.warning("coord: dequeue of redis lock %r failed: %s", req.key, exc)
 
-    def _attempt(self, req: _RedisRequest) -> None:
+    def _attempt(self, req: _RedisRequest, fast: bool = False, inline: bool = False) -> None:
+        """One acquire attempt for ``req``, on the engine, the pub/sub thread or (``fast``)
+        the caller's thread, whose ``lock()`` already marked it in flight. ``on_acquired``
+        runs on this thread when ``fast`` or ``inline``, else on the notifier thread."""
         now = time.monotonic()
-        if req.deadline is not None and now >= req.deadline:
-            with self._cond:
+        with self._cond:
+            if not fast:
                 if req.state != "waiting":
                     return
+                if req.inflight:  # another thread is trying: it retries at once if it fails
+                    req.woken = True
+                    return
+            expired = req.deadline is not None and now >= req.deadline and not fast
+            if expired:
                 req.state = "done"
                 self._waiting.remove(req)
+            else:
+                req.inflight = True
+                req.woken = False
+        if expired:
             self._remove_waiter(req)
             exc = LockTimeout(f"redis lock {req.key!r} not acquired in {req.wait}s")
             self._notifier.post(lambda: req.on_acquired(exc))
             return
-        with self._cond:
-            req.woken = False
+        again = False  # the engine must retry at once
         try:
-            fence = int(
-                self._acquire(
-                    self._keys(req.key),
-                    [
-                        req.token,
-                        int(req.ttl * 1000),
-                        _WAITER_TTL_MS,
-                        self._prefix + req.key + ":w:",
-                    ],
-                )
-            )
+            script = self._fast_acquire if fast else self._acquire
+            keys = self._keys(req.key)
+            args = [req.token, int(req.ttl * 1000), _WAITER_TTL_MS, keys[0] + ":w:"]
+            fence = int(script(keys, args))
         except Exception as exc:
-            cause = redis_failure(exc)
-            if cause is not None:
-                self._fail(req, CoordAuthError(f"redis lock {req.key!r}: {cause}"))
-                return
-            log.warning("coord: redis lock %r attempt failed: %s", req.key, exc)
             fence = 0
+            if fast:  # the engine repeats it (the script is idempotent per token)
+                log.debug("coord: fast redis lock attempt %r failed: %s", req.key, exc)
+                self._fast_off_until = time.monotonic() + _FAST_BACKOFF
+                again = True
+            else:
+                cause = redis_failure(exc)
+                if cause is not None:
+                    with self._cond:
+                        req.inflight = False
+                    self._fail(req, CoordAuthError(f"redis lock {req.key!r}: {cause}"))
+                    return
+                log.warning("coord: redis lock %r attempt failed: %s", req.key, exc)
         with self._cond:
+            req.inflight = False
             if fence <= 0:
                 if req.state != "waiting":  # cancelled meanwhile
                     self._cleanup.append(req)
                     self._cond.notify()
-                elif req.woken:  # the notice raced this attempt: retry at once
+                    return
+                if req.woken or again:  # the notice raced this attempt: retry at once
                     req.due = 0.0
                 else:
                     req.due = time.monotonic() + random.uniform(*_RETRY)
                     if req.deadline is not None:
                         req.due = min(req.due, req.deadline)
+                if req.due < self._engine_wake:
+                    self._cond.notify()
                 return
             held = _RedisHeld(req, fence, now)
             req.held = held
             self._held.append(held)
-            if req.state == "waiting":
+            if held.next_renew < self._engine_wake:
+                self._cond.notify()
+            acquired = req.state == "waiting"
+            if acquired:
                 req.state = "held"
                 self._waiting.remove(req)
-                self._notifier.post(lambda: req.on_acquired(held))
-                return
-        self.release(held)  # acquired after cancel: give it back at once
+        if not acquired:
+            self.release(held)  # acquired after cancel: give it back at once
+        elif fast or inline:
+            req.on_acquired(held)  # the caller's thread before lock() returns, or pub/sub's
+        else:
+            self._notifier.post(lambda: req.on_acquired(held))
 
     def _fail(self, req: _RedisRequest, exc: CoordError) -> None:
         """End a waiting request with ``exc`` (retrying would not help)."""
@@ -396,7 +485,15 @@ class RedisLocks:
                 msg = pubsub.get_message(timeout=0.5)
                 if msg is not None and msg.get("type") == "message":
                     data = msg["data"]
-                    self._wake(data.decode() if isinstance(data, bytes) else str(data))
+                    key, _, token = (
+                        data.decode() if isinstance(data, bytes) else str(data)
+                    ).partition("\n")
+                    if token:  # the head of the queue, by name: its process tries now
+                        req = self._waiting_with(key, token)
+                        if req is not None:
+                            self._attempt(req, inline=True)
+                    else:
+                        self._wake(key)
             except Exception as exc:
                 log.debug("coord: redis pub/sub reconnecting: %s", exc)
                 if pubsub is not None:
@@ -408,6 +505,10 @@ class RedisLocks:
                 time.sleep(random.uniform(0.1, 0.3))
         if pubsub is not None:
             pubsub.close()
+
+    def _waiting_with(self, key: str, token: str) -> _RedisRequest | None:
+        with self._cond:
+            return next((r for r in self._waiting if r.token == token and r.key == key), None)
 
     def _wake(self, key: str | None) -> None:
         with self._cond:

@@ -10,6 +10,23 @@ appends, then reads ``in_global``. If it reads True, the owning worker has
 not yet cleared the flag, and ``release`` re-checks the queue *after*
 clearing it, so it sees that message and re-queues the mailbox. (This relies
 on the GIL ordering each thread's bytecodes; CPython 3.11 has one.)
+
+The scheduler's busy path (``Scheduler._loop``) keeps this invariant with two
+shortcuts, both taken only by the owning worker while ``in_global`` is True:
+
+- it may start another turn on the mailbox instead of handing it back when
+  the global queue is empty. The flag is untouched and the worker still owns
+  the mailbox, so a producer that reads True is right not to queue it: the
+  worker reads the queue again before deciding, and every later exit goes
+  through the two cases below.
+- it inlines ``release``'s first case (messages left: append to the global
+  queue, flag still True). The last-message case always calls ``release``,
+  whose clear-then-re-check is the only place the flag turns False.
+
+A message appended after the worker's last emptiness check is therefore
+seen either by that worker's ``release`` re-check (flag read True by the
+producer) or by the producer's own claim (flag read False): never lost,
+never queued twice.
 """
 
 from __future__ import annotations

@@ -190,11 +190,11 @@ class ServiceCore:
                 method, args = payload
             except ValueError:  # (method, args, traceparent): tracing is off here; a
                 method, args = payload[0], payload[1]  # zero-cost try keeps (method, args) fast
-            entry = self._handlers.get(method)
-            if entry is None:
+            try:
+                fn, is_async = self._handlers[method]
+            except KeyError:
                 self._no_handler(source, session, method)
                 return
-            fn, is_async = entry
             if is_async:
                 try:
                     coro = fn(self, *args)
@@ -202,12 +202,20 @@ class ServiceCore:
                     self._failed(source, session, method, exc)
                 else:
                     self._step(Task(coro, source, session, T_HANDLER, method), None, None)
+            elif not session:  # a SEND: nobody to answer, response() refuses (_msg stays None)
+                try:
+                    fn(self, *args)
+                except ServiceExit:
+                    self._terminate("exit", None)
+                    return
+                except Exception as exc:
+                    self._failed(source, 0, method, exc)
             else:
                 self._msg = msg  # what response() answers later; cleared when it is taken
                 try:
                     result = fn(self, *args)
                 except ServiceExit:
-                    if session and self._msg is msg:
+                    if self._msg is msg:
                         self._terminate("exit", Task(_DONE, source, session, T_HANDLER, method))
                     else:
                         self._terminate("exit", None)
@@ -216,11 +224,10 @@ class ServiceCore:
                     # Once response() took the call, its responder answers (or its drop).
                     self._failed(source, session if self._msg is msg else 0, method, exc)
                 else:
-                    if session and self._msg is msg:
+                    if self._msg is msg:
                         self._host.reply(self.handle, source, session, REPLY, result)
-                if session:
-                    self._msg = None
-                    self._n_calls += 1
+                self._msg = None
+                self._n_calls += 1
         elif kind <= TIMER:  # REPLY, ERROR, TIMER: resume whoever waits on the session
             self._resume(session, kind, payload)
         elif kind == SYSTEM:

@@ -81,7 +81,7 @@ class Scheduler:
             raise ValueError("worker weights are -1 (one message), 0 (all) or n (1/2**n)")
         self.workers = [Worker(i, table[i] if i < len(table) else 0) for i in range(workers)]
         self._name = name
-        # Per-service busy time (skynet's "profile" option): two clock reads per batch;
+        # Per-service busy time (skynet's "profile" option): one clock read per turn;
         # wall time on a worker, since thread_time() costs 4x perf_counter() here.
         self.profile = profile
 
@@ -119,14 +119,34 @@ class Scheduler:
                 self._cond.notify()
 
     def _loop(self, w: Worker) -> None:
+        """Run mailboxes until stopped. One *turn* takes a batch by the worker's weight.
+
+        Busy-path rules (measured in docs/design.md "Scheduler"):
+        - When the turn's batch is done, the mailbox still has messages and no
+          other mailbox waits in the global queue, the worker starts the next turn
+          on the same mailbox without handing it back: skynet would push it at the
+          tail and pop it again at once, so nobody is passed over (the queue is
+          re-read before every further turn; a mailbox queued meanwhile waits at
+          most one batch, as it would have anyway).
+        - Busy time (``profile``) takes one clock read per turn, not two: each read
+          closes the turn that ends there, and the time spent between turns
+          (handing a mailbox back, popping the next) is charged to the next one.
+          Time asleep is charged to nobody.
+        """
         queue = self.queue
+        popleft = queue.popleft
+        requeue = queue.append
         weight = w.weight
         cond = self._cond
         profile = self.profile
+        on_stray = self._on_stray
+        clock = perf_counter
+        t0 = clock()
         while self._running:
             try:
-                mb = queue.popleft()
+                mb = popleft()
             except IndexError:
+                w.service = None  # idle: nothing for the watchdog or interrupt() to see
                 with cond:
                     self.sleeping += 1
                     # Re-checked under the lock: a producer appends before it reads
@@ -134,34 +154,61 @@ class Scheduler:
                     if not queue and self._running:
                         cond.wait(1.0)  # spurious wakeup is harmless
                     self.sleeping -= 1
+                if profile:
+                    t0 = clock()
                 continue
             q = mb.queue
-            n = len(q)
-            if n > mb.overload:
-                mb.overload *= 2
-                self._on_overload(mb.service, n)
-            n = batch_size(n, weight)
             svc = mb.service
-            dispatch = svc._dispatch
             w.service = svc
-            t0 = perf_counter() if profile else 0.0
+            # No bound methods kept here (q.popleft, svc._dispatch): each would be one
+            # more GC-tracked allocation per turn, and most turns run one message.
             try:
-                while n:
-                    n -= 1
-                    try:
-                        msg = q.popleft()
-                    except IndexError:
-                        break
-                    w.message = msg
-                    try:
-                        dispatch(msg)
-                    except BaseException as exc:  # an interrupt that landed after its handler
-                        self._on_stray(exc)
+                if weight < 0:
+                    # One message a turn (skynet's -1); turns follow each other at once
+                    # while no other mailbox waits.
+                    while True:
+                        if len(q) > mb.overload:
+                            mb.overload *= 2
+                            self._on_overload(svc, len(q))
+                        try:
+                            msg = q.popleft()
+                        except IndexError:
+                            break
+                        w.message = msg
+                        try:
+                            svc._dispatch(msg)
+                        except BaseException as exc:  # an interrupt that landed after its handler
+                            on_stray(exc)
+                        if queue or not q or not self._running:
+                            break
+                else:
+                    while True:
+                        n = len(q)
+                        if n > mb.overload:
+                            mb.overload *= 2
+                            self._on_overload(svc, n)
+                        n = (n >> weight) or 1  # batch_size() inlined
+                        while n:
+                            n -= 1
+                            try:
+                                msg = q.popleft()
+                            except IndexError:
+                                break
+                            w.message = msg
+                            try:
+                                svc._dispatch(msg)
+                            except BaseException as exc:  # a late interrupt, as above
+                                on_stray(exc)
+                        if queue or not q or not self._running:
+                            break
             finally:
-                if profile:
-                    dt = perf_counter() - t0
-                    svc._cpu += dt
-                    w.busy += dt
                 w.message = None
-                w.service = None
-                mb.release()
+                if profile:
+                    t1 = clock()
+                    svc._cpu += t1 - t0
+                    w.busy += t1 - t0
+                    t0 = t1
+                if q:
+                    requeue(mb)  # Mailbox.release's first case inlined: still ours
+                else:
+                    mb.release()

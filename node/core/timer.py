@@ -4,6 +4,13 @@ Entries are lists so the owner of a deadline can cancel it in O(1) by
 clearing its ``alive`` slot; the heap drops cancelled entries lazily and is
 compacted when they outnumber the live ones, so memory stays bounded under
 a steady stream of calls that are answered before their timeout.
+
+A deadline at least one ``TICK`` away (every call timeout, in practice) does
+not take the lock: it is appended to an inbox deque (atomic under the GIL)
+that the thread drains into the heap on each wake-up. The thread never
+sleeps longer than ``TICK``, so it drains the entry before it is due; most
+calls are answered first, and their entries are dropped at the drain
+without ever touching the heap.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import heapq
 import itertools
 import threading
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -37,6 +45,9 @@ class TimerThread:
         self._fire = fire
         self._tick = tick
         self._heap: list[TimerEntry] = []
+        # Appended by any thread without the lock (deadlines >= TICK away); drained
+        # into the heap by the timer thread only.
+        self._inbox: deque[TimerEntry] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._seq = itertools.count()
         # Approximate (racy increments are fine): drives compaction only.
@@ -62,7 +73,13 @@ class TimerThread:
     def add(self, delay: float, handle: int, session: int, payload: Any) -> TimerEntry:
         """Schedule ``fire(handle, session, payload)`` after ``delay`` seconds."""
         deadline = time.monotonic() + delay
-        entry: TimerEntry = [deadline, next(self._seq), handle, session, payload, True]
+        if delay >= TICK:
+            # The thread wakes within TICK of now, before this is due: no lock, no
+            # notify. Its heap sequence number is given at the drain.
+            entry: TimerEntry = [deadline, 0, handle, session, payload, True]
+            self._inbox.append(entry)
+            return entry
+        entry = [deadline, next(self._seq), handle, session, payload, True]
         with self._cond:
             heap = self._heap
             heapq.heappush(heap, entry)
@@ -77,17 +94,26 @@ class TimerThread:
             self.cancelled += 1
 
     def pending(self) -> int:
-        """Number of heap entries, cancelled ones included."""
-        return len(self._heap)
+        """Number of entries not yet fired or dropped, cancelled ones included."""
+        return len(self._heap) + len(self._inbox)
 
     def _loop(self) -> None:
         heap = self._heap
+        inbox = self._inbox
         cond = self._cond
+        seq = self._seq
         while True:
             due: list[TimerEntry] = []
             with cond:
                 if not self._running:
                     return
+                while inbox:  # only this thread pops: never empty after the check
+                    e = inbox.popleft()
+                    if e[_ALIVE]:
+                        e[_SEQ] = next(seq)
+                        heapq.heappush(heap, e)
+                    else:
+                        self.cancelled -= 1  # answered before it reached the heap
                 now = time.monotonic()
                 while heap and heap[0][_DEADLINE] <= now:
                     e = heapq.heappop(heap)

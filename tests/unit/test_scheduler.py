@@ -174,3 +174,64 @@ def test_overloaded_mailbox_is_reported_with_doubling_threshold(node: Node, log_
     reports = [line for line in log_path.read_text().splitlines() if "overloaded" in line]
     assert 1 <= len(reports) <= 3  # 1024, 2048, 4096: doubling, not once per message
     assert "5000 messages" in reports[0] or "messages" in reports[0]
+
+
+ORDER: list[str] = []
+
+
+class Busy(Service):
+    """Queues many messages to itself, and one to another service, in one handler."""
+
+    @expose
+    def start(self, other, n):
+        ORDER.append("busy:start")
+        for i in range(n):
+            self.send(self.handle, "tick", i)
+        self.send(other, "poke")
+
+    @expose
+    def tick(self, i):
+        ORDER.append("busy:tick")
+
+
+class Other(Service):
+    @expose
+    def poke(self):
+        ORDER.append("other:poke")
+
+
+@pytest.mark.parametrize("weights", [(-1,), (0,), (1,)])
+def test_next_batch_on_the_same_mailbox_only_when_nobody_else_waits(weights, tmp_path) -> None:
+    """A worker that may run a mailbox's next batch at once (nothing else queued) must
+    still hand it back when another mailbox waits: one worker, a mailbox with 1000
+    messages, another with one; the other runs after one batch, not after all."""
+    ORDER.clear()
+    with Node.standalone(workers=1, weights=weights, log_file=str(tmp_path / "log")) as node:
+        busy, other = node.newservice(Busy), node.newservice(Other)
+        node.send(busy, "start", other, 1000)
+        wait_for(lambda: len(ORDER) == 1002)
+    # busy's first turn is a batch of one ("start": the ticks came during it); with
+    # other's mailbox queued by then, busy is handed back before any tick runs.
+    assert ORDER.index("other:poke") == 1, ORDER.index("other:poke")
+
+
+def test_timer_inbox_fires_live_deadlines_and_drops_cancelled_ones() -> None:
+    """Deadlines a tick or more away skip the timer's lock (an inbox drained by its
+    thread): they must still fire, once, and a cancelled one must never fire."""
+    from node.core import TimerThread
+    from node.core.timer import TICK
+
+    fired: list[int] = []
+    timer = TimerThread(lambda h, s, p: fired.append(s), lambda: None)
+    timer.start()
+    try:
+        live = [timer.add(TICK * 3, 1, s, None) for s in range(0, 100, 2)]
+        dead = [timer.add(TICK * 3, 1, s, None) for s in range(1, 100, 2)]
+        for e in dead:
+            timer.cancel(e)
+        wait_for(lambda: len(fired) == len(live))
+        time.sleep(TICK * 5)
+        assert sorted(fired) == list(range(0, 100, 2))
+        assert timer.pending() == 0
+    finally:
+        timer.stop()
