@@ -21,17 +21,26 @@ if TYPE_CHECKING:
 _DEADLINE, _SEQ, _HANDLE, _SESSION, _PAYLOAD, _ALIVE = range(6)
 TimerEntry = list[Any]
 
-# How often the thread looks at the global queue while idle (skynet's tick wake-up).
+# How often the thread runs the scheduler's safety net while a worker is awake
+# (skynet's tick wake-up). With every worker asleep and no work queued it sleeps
+# until its next deadline instead (issue 15: 100 wake-ups/s per idle node).
 TICK = 0.01
 
 
 class TimerThread:
-    """Turns deadlines into ``fire(handle, session, payload)`` calls on its own thread."""
+    """Turns deadlines into ``fire(handle, session, payload)`` calls on its own thread.
+
+    After each turn it calls ``tick()``, the scheduler's safety net, which
+    returns whether it is still needed (a worker is awake or work is queued).
+    While it is, the thread turns every ``TICK``; once it is not, the thread
+    sleeps until its next deadline, and a worker leaving its sleep calls
+    :meth:`poke` to resume ticking.
+    """
 
     def __init__(
         self,
         fire: Callable[[int, int, Any], None],
-        tick: Callable[[], None],
+        tick: Callable[[], bool],
         name: str = "skymesh-timer",
     ) -> None:
         self._fire = fire
@@ -41,6 +50,10 @@ class TimerThread:
         self._seq = itertools.count()
         # Approximate (racy increments are fine): drives compaction only.
         self.cancelled = 0
+        # Invariant: True only between the thread deciding the safety net may be
+        # idle and the next poke; read racily by poke(), written under _cond by it.
+        self._idle = False
+        self.turns = 0  # loop turns (tests and stats: the idle cost)
         self._running = False
         self._thread: threading.Thread | None = None
         self._name = name
@@ -76,6 +89,19 @@ class TimerThread:
             entry[_ALIVE] = False
             self.cancelled += 1
 
+    def poke(self) -> None:
+        """Resume ticking (a worker left its sleep). Cheap unless the thread is idle.
+
+        Ordering (the GIL orders each thread's bytecodes): the worker has
+        already counted itself awake when it reads ``_idle``, and the thread
+        sets ``_idle`` before ``tick()`` reads the workers; so either the
+        tick sees the worker awake or this sees ``_idle`` and wakes the thread.
+        """
+        if self._idle:
+            with self._cond:
+                self._idle = False
+                self._cond.notify()
+
     def pending(self) -> int:
         """Number of heap entries, cancelled ones included."""
         return len(self._heap)
@@ -83,11 +109,13 @@ class TimerThread:
     def _loop(self) -> None:
         heap = self._heap
         cond = self._cond
+        busy = True
         while True:
             due: list[TimerEntry] = []
             with cond:
                 if not self._running:
                     return
+                self.turns += 1
                 now = time.monotonic()
                 while heap and heap[0][_DEADLINE] <= now:
                     e = heapq.heappop(heap)
@@ -100,10 +128,15 @@ class TimerThread:
                     heapq.heapify(heap)
                     self.cancelled = 0
                 if not due:
-                    wait = heap[0][_DEADLINE] - now if heap else TICK
-                    cond.wait(min(wait, TICK))
+                    wait = heap[0][_DEADLINE] - now if heap else None
+                    if busy or not self._idle:
+                        wait = TICK if wait is None else min(wait, TICK)
+                    cond.wait(wait)
             for e in due:
                 if e[_ALIVE]:
                     e[_ALIVE] = False
                     self._fire(e[_HANDLE], e[_SESSION], e[_PAYLOAD])
-            self._tick()
+            self._idle = True  # from here a worker leaving its sleep pokes us
+            busy = self._tick()
+            if busy:
+                self._idle = False
