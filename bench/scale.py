@@ -114,6 +114,19 @@ def zk_watches(hosts: str) -> dict[str, int]:
     return out
 
 
+def zk_mntr(hosts: str) -> dict[str, int]:
+    """``mntr``'s integer figures plus the last zxid from ``srvr`` (a write bumps it)."""
+    out: dict[str, int] = {}
+    for line in zk_four(hosts, "mntr").splitlines():
+        key, _, value = line.partition("\t")
+        if value.strip().lstrip("-").isdigit():
+            out[key] = int(value)
+    for line in zk_four(hosts, "srvr").splitlines():
+        if line.startswith("Zxid:"):
+            out["zxid"] = int(line.split(":")[1].strip(), 16) & 0xFFFFFFFF
+    return out
+
+
 def server_pids() -> dict[str, int]:
     """ZooKeeper's and Redis's pids from scripts/servers.sh's pidfiles, when readable."""
     base = Path(os.environ.get("SKYMESH_SERVERS_DIR", "/tmp/skymesh-servers"))
@@ -173,6 +186,7 @@ class ScaleCluster:
                            redis_url=self.env["SKYMESH_REDIS_URL"],
                            session_timeout=self.session_timeout,
                            log_file=str(self.log_dir / "driver.log"), call_timeout=30)
+        self.zk_before = self._mntr()
         self.driver.start()
         for nid in self.ids:
             out = open(self.log_dir / f"node{nid}.out", "ab")  # noqa: SIM115
@@ -211,6 +225,12 @@ class ScaleCluster:
                 text += f.read_text(errors="replace")[-tail:]
         return text
 
+    def _mntr(self) -> dict[str, int]:
+        try:
+            return zk_mntr(self.env["SKYMESH_ZK_HOSTS"])
+        except OSError:
+            return {}
+
     # -- asking the nodes ------------------------------------------------------------------
 
     def _call(self, nid: int, method: str, *args: Any, timeout: float = 30) -> Any:
@@ -246,6 +266,13 @@ class ScaleCluster:
             if pending:
                 time.sleep(0.25)
         took = time.monotonic() - self.last_start
+        zk = self._mntr()
+        writes = zk.get("zxid", 0) - self.zk_before.get("zxid", 0)
+        rkey = "zk_cnt_skymesh_read_per_namespace"
+        reads = zk.get(rkey, 0) - self.zk_before.get(rkey, 0)
+        self.emit("zk_writes_per_join", writes / (self.n + 1), "writes", nodes=self.n + 1,
+                  writes=writes, reads=reads, reads_per_join=round(reads / (self.n + 1), 1),
+                  znodes=zk.get("zk_znode_count"))
         self.figures["converged"] = not pending
         self.figures["not_converged"] = sorted(pending)
         self.figures["converge_s"] = took
@@ -274,9 +301,18 @@ class ScaleCluster:
         servers = server_pids()
         before = {nid: cpu_ticks(pid) for nid, pid in pids.items()}
         sbefore = {k: cpu_ticks(pid) for k, pid in servers.items()}
+        zk0 = self._mntr()
         t0 = time.monotonic()
         time.sleep(seconds)
         wall = time.monotonic() - t0
+        zk1 = self._mntr()
+        zk_rate = {k: round((zk1.get(k, 0) - zk0.get(k, 0)) / wall, 1)
+                   for k in ("zxid", "zk_packets_received", "zk_packets_sent",
+                             "zk_cnt_skymesh_read_per_namespace")}
+        self.emit("zk_idle_writes_per_s", zk_rate["zxid"], "writes/s", seconds=round(wall, 1),
+                  packets_in_per_s=zk_rate["zk_packets_received"],
+                  packets_out_per_s=zk_rate["zk_packets_sent"],
+                  reads_per_s=zk_rate["zk_cnt_skymesh_read_per_namespace"])
         per = [(cpu_ticks(pid) - before[nid]) / CLK_TCK / wall for nid, pid in pids.items()]
         total = sum(per)
         srv = {k: round((cpu_ticks(pid) - sbefore[k]) / CLK_TCK / wall, 3)
