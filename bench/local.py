@@ -195,7 +195,7 @@ def many_services(n: int, w: int, weights: tuple[int, ...] | None, base: float) 
         # figures are the timer heap's and the global queue's, not this thread's.
         fired: list[tuple[float, float]] = []
         t0 = time.perf_counter()
-        due = t0 + 2.0 * link_s + 1.0
+        due = t0 + 3.0 * link_s + 2.0
         for h in handles:
             node.send(h, "arm", due, fired)
         armed = time.perf_counter() - t0

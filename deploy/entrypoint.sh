@@ -34,13 +34,23 @@ if [ -n "${SKYMESH_KEYS_FROM:-}" ]; then
   umask 022
 fi
 if [ -n "${SKYMESH_ADVERTISE_VIA:-}" ] && [ -z "${SKYMESH_ADVERTISE:-}" ]; then
+  # Waits up to 120 s for the name: on Swarm a service's name resolves only once
+  # one of its tasks is running (and healthy).
   SKYMESH_ADVERTISE="$(python -c '
-import socket, sys
+import socket, sys, time
 host, port = sys.argv[1].rsplit(":", 1)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.connect((host, int(port)))  # UDP: no packet sent, only the route chosen
+deadline = time.monotonic() + 120
+while True:
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.connect((host, int(port)))  # UDP: no packet sent, only the route chosen
+        break
+    except OSError as exc:
+        if time.monotonic() > deadline:
+            sys.exit(f"entrypoint: cannot resolve {sys.argv[1]}: {exc}")
+        time.sleep(1)
 print(s.getsockname()[0])
-' "$SKYMESH_ADVERTISE_VIA")" || { echo "entrypoint: cannot resolve $SKYMESH_ADVERTISE_VIA" >&2; exit 1; }
+' "$SKYMESH_ADVERTISE_VIA")" || exit 1
   export SKYMESH_ADVERTISE
 fi
 case "${1:-}" in

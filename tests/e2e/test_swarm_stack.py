@@ -94,15 +94,18 @@ def swarm() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def node_image(image_env: dict[str, str]) -> str:
     """The node image built from this checkout on the (stand-in) python image."""
-    tag = f"skymesh:swarm-e2e-{uuid.uuid4().hex[:6]}"
+    # One tag, replaced by each run and never removed: removing it would drop the
+    # layers a concurrent or later build's cache names as parents.
+    tag = "skymesh:swarm-e2e"
     args = ["build", "-q", "-f", "deploy/Dockerfile", "-t", tag]
     if "SKYMESH_PYTHON_IMAGE" in image_env:
         args += ["--build-arg", f"SKYMESH_PYTHON_IMAGE={image_env['SKYMESH_PYTHON_IMAGE']}"]
-    proc = subprocess.run(["docker", *args, "."], cwd=ROOT, capture_output=True, text=True,
-                          timeout=900, check=False)
-    if proc.returncode != 0:
-        pytest.fail(f"docker build failed: {proc.stderr[-3000:]}")
-    return tag
+    for extra in ([], ["--no-cache"]):  # a cache whose parent vanished: build afresh
+        proc = subprocess.run(["docker", *args, *extra, "."], cwd=ROOT, capture_output=True,
+                              text=True, timeout=900, check=False)
+        if proc.returncode == 0:
+            return tag
+    pytest.fail(f"docker build failed: {proc.stderr[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +135,6 @@ def stack(swarm: None, node_image: str, image_env: dict[str, str],
                 "ps", "-q", "--filter", f"label=com.docker.stack.namespace={STACK}",
                 check=False).stdout.strip():
             time.sleep(1)
-        docker("image", "rm", "-f", node_image, check=False)
 
 
 def node_containers() -> list[str]:
