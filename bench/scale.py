@@ -395,11 +395,16 @@ class ScaleCluster:
                 break
             time.sleep(0.5)
         ok = [o for o in outcomes.values() if isinstance(o, dict)]
-        failed = [o["failed_at"] - t_kill for o in ok if o["failed_at"] is not None]
+        # A parked call that failed before the kill was failed by something else (a
+        # false NodeDown): it is reported, not timed.
+        early = [o["node"] for o in ok if o["failed_at"] is not None and o["failed_at"] < t_kill]
+        failed = [o["failed_at"] - t_kill for o in ok
+                  if o["failed_at"] is not None and o["failed_at"] >= t_kill]
         left = [o["left_at"] - t_kill for o in ok if o["left_at"] is not None]
         errors = sorted({o["error"] for o in ok if o["error"] is not None})
         out = {
             "victim": victim, "others": len(others), "not_armed": not_armed,
+            "failed_before_kill": early,
             "calls_failed": len(failed), "errors": errors,
             "calls_failed_s": max(failed) if failed else None,
             "members_dropped": len(left),
@@ -409,6 +414,7 @@ class ScaleCluster:
         self.figures["kill"] = out
         self.emit("kill_calls_failed_s", out["calls_failed_s"] or -1.0, "s", victim=victim,
                   failed=len(failed), of=len(others), errors=errors,
+                  failed_before_kill=len(early),
                   median=round(statistics.median(failed), 3) if failed else None)
         self.emit("kill_member_left_s", out["member_left_s"] or -1.0, "s",
                   dropped=len(left), of=len(others), session_timeout=self.session_timeout)

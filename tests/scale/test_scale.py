@@ -54,6 +54,9 @@ def test_many_nodes_converge_call_each_other_and_see_a_kill(
             problems.append(f"sweep: {sweep['calls']} of {N * (N - 1)} calls answered, "
                             f"{len(sweep['errors'])} errors, first {sweep['errors'][:5]}")
         kill = c.kill_one(timeout=60)
+        if kill["failed_before_kill"]:
+            problems.append(f"kill: parked calls failed before the kill on nodes "
+                            f"{kill['failed_before_kill']} (a false NodeDown)")
         if kill["not_armed"] or kill["calls_failed"] != N - 1 or kill["errors"] != ["NodeDown"]:
             problems.append(f"kill: parked calls failed on {kill['calls_failed']} of {N - 1} "
                             f"nodes with {kill['errors']}, not armed {kill['not_armed']}")
