@@ -68,3 +68,31 @@ def test_safety_net_wakes_a_worker_for_work_a_busy_worker_queued(node: Node) -> 
         # With the net: the other worker is woken within a few ticks. Without it the
         # mark waits for the blocker's 0.6 s (or a worker's 1 s wait timeout).
         assert 0 <= delay < 0.3, delay
+
+
+def test_many_timers_due_at_once_fire_without_holding_the_heap_for_all() -> None:
+    # 100,000 deadlines due at the same instant: the thread pops them in batches, so
+    # the first fires at once and an add() made during the burst is not held up for
+    # the whole heap (popping 100,000 entries under the lock took ~0.4 s).
+    n = 100_000
+    fired: list[float] = []
+    t = TimerThread(lambda h, s, p: fired.append(time.monotonic()), lambda: False)
+    t.start()
+    try:
+        due = time.monotonic() + 1.0
+        for i in range(n):
+            t.add(due - time.monotonic(), i, i, None)
+        while not fired:
+            time.sleep(0.001)
+        first = fired[0] - due
+        t0 = time.monotonic()
+        t.add(10.0, 0, 0, None)  # contends with the burst for the heap's lock
+        add_wait = time.monotonic() - t0
+        deadline = time.monotonic() + 60
+        while len(fired) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(fired) == n
+        assert first < 0.15, first
+        assert add_wait < 0.15, add_wait
+    finally:
+        t.stop()
