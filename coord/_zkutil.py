@@ -17,6 +17,7 @@ from kazoo.exceptions import (
     SessionExpiredError,
 )
 from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.states import EventType
 
 from coord._runtime import SerialWorker, Timer, TimerHandle, log
 from coord.errors import CoordAuthError, CoordError, CoordUnavailable
@@ -116,11 +117,20 @@ class RefreshRetry:
 class WatchedDir:
     """The children of one znode (and optionally their data), kept fresh by watches.
 
-    Watches only post a refresh to the coordinator's serial worker; the
-    refresh reads ZooKeeper there and calls ``on_change(old, new)`` when the
-    content differs. A failed refresh is retried with backoff until one
-    succeeds (:class:`RefreshRetry`). After a connection problem the owner
-    also calls :meth:`refresh` again (on CONNECTED), since watches may be gone.
+    Watches only post work to the coordinator's serial worker, which reads
+    ZooKeeper there and calls ``on_change(old, new)`` when the content
+    differs. The work is as small as the event (issue 15: a join used to make
+    every member re-read every member, n reads per node per join):
+
+    - a children event re-lists the children and reads only the new ones;
+    - a data event (changed or deleted) re-reads that one child;
+    - :meth:`refresh` re-reads everything: at start, after a connection
+      problem (the owner calls it on CONNECTED, since watches may be gone)
+      and as the retry of any failed read (:class:`RefreshRetry`, backoff
+      until one succeeds).
+
+    Each child read sets that child's data watch, so a child deleted and
+    created again with other data between two listings is still re-read.
     """
 
     def __init__(
@@ -139,21 +149,31 @@ class WatchedDir:
         self._with_data = with_data
         self._on_change = on_change
         self.closed = False
+        self.reads = 0  # ZooKeeper reads made (tests and bench: the cost of an event)
         # One bound-method object, so kazoo's watcher sets dedupe repeated watches.
         self._watch = self._on_watch
         self.retry = RefreshRetry(path, timer, self.post_refresh)
 
-    def _on_watch(self, _event: object) -> None:
+    def _on_watch(self, event: Any) -> None:
         # Runs on kazoo's thread: never block here.
-        if not self.closed:
-            self._worker.post(self.refresh, key=("refresh", self.path))
+        if self.closed:
+            return
+        path = getattr(event, "path", None)
+        prefix = self.path + "/"
+        if isinstance(path, str) and path.startswith(prefix) and "/" not in path[len(prefix):]:
+            child = path[len(prefix):]
+            self._worker.post(lambda: self.refresh_child(child), key=("child", path))
+        elif path == self.path and getattr(event, "type", None) == EventType.CHILD:
+            self._worker.post(self.refresh_children, key=("children", self.path))
+        else:
+            self.post_refresh()
 
     def post_refresh(self) -> None:
         """Schedule :meth:`refresh` on the worker."""
         self._worker.post(self.refresh, key=("refresh", self.path))
 
     def refresh(self) -> None:
-        """Re-read the directory (on the worker thread); errors are logged."""
+        """Re-read the directory (on the worker thread); errors are logged and retried."""
         if self.closed:
             return
         try:
@@ -164,14 +184,57 @@ class WatchedDir:
             self.retry.failed(exc)
             return
         self.retry.succeeded()
+        self._set(new)
+
+    def refresh_children(self) -> None:
+        """Re-list the children; read only those not known yet (on the worker)."""
+        if self.closed:
+            return
+        try:
+            children = self._list()
+            new = {c: v for c, v in self.items.items() if c in children}
+            added = [c for c in children if c not in self.items]
+            new.update(self._read_children(added) if self._with_data else dict.fromkeys(added))
+        except NoNodeError:
+            new = {}
+        except (KazooException, KazooTimeoutError) as exc:
+            self.retry.failed(exc)
+            return
+        self._set(new)
+
+    def refresh_child(self, child: str) -> None:
+        """Re-read one child after its data watch fired (on the worker)."""
+        if self.closed or not self._with_data:
+            return
+        new = dict(self.items)
+        try:
+            self.reads += 1
+            new[child] = self._client.get(f"{self.path}/{child}", watch=self._watch)[0]
+        except NoNodeError:
+            new.pop(child, None)
+        except (KazooException, KazooTimeoutError) as exc:
+            self.retry.failed(exc)
+            return
+        self._set(new)
+
+    def _set(self, new: Items) -> None:
         old, self.items = self.items, new
         if old != new:
             self._on_change(old, new)
 
+    def _list(self) -> list[str]:
+        self.reads += 1
+        children: list[str] = self._client.get_children(self.path, watch=self._watch)
+        return children
+
     def _read(self) -> Items:
-        children = self._client.get_children(self.path, watch=self._watch)
+        children = self._list()
         if not self._with_data:
             return dict.fromkeys(children)
+        return self._read_children(children)
+
+    def _read_children(self, children: list[str]) -> Items:
+        self.reads += len(children)
         pending = {
             c: self._client.get_async(f"{self.path}/{c}", watch=self._watch) for c in children
         }

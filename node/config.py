@@ -53,6 +53,8 @@ ENV_NOT_CONFIG = frozenset({
     "SKYMESH_DEBIAN_MIRROR", "SKYMESH_DEBIAN_SUITE",
     "SKYMESH_E2E_IMAGE", "SKYMESH_E2E_OFFICIAL_IMAGES", "SKYMESH_COMPOSE",
     "SKYMESH_WEB_PORT", "SKYMESH_SCREENSHOTS",
+    "SKYMESH_ADVERTISE_VIA", "SKYMESH_KEYS_FROM",  # deploy/entrypoint.sh (Swarm)
+    "SKYMESH_KEYS", "SKYMESH_SCALE_NODES",  # deploy/stack.yml on the host, bench/scale
 })  # fmt: skip
 
 

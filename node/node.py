@@ -168,6 +168,7 @@ class Node:
         )
         router = self._router = Router(node_id, self._scheduler)
         self._timer = TimerThread(self._fire_timer, self._scheduler.wake_if_idle_work)
+        self._scheduler.on_awake = self._timer.poke
         self._watchdog = Watchdog(self._scheduler.workers, self._report_stuck, monitor_threshold)
         life = self._life = Lifecycle(router, self._timer, call_timeout, Service, self._bind)
         self._coord_link = CoordLink(self.coord, router)
@@ -502,6 +503,7 @@ class Node:
             "tick_wakeups": self._scheduler.tick_wakeups,
             "global_queue": len(self._scheduler.queue),
             "timers": self._timer.pending(),
+            "timer_turns": self._timer.turns,
             "stuck_reports": self._watchdog.reports,
             "uptime": round(time.monotonic() - self.started_at, 3),
             "harbor": self._harbor.stats(),

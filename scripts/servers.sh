@@ -128,7 +128,7 @@ clientPort=$ZK_PORT
 clientPortAddress=127.0.0.1
 maxClientCnxns=0
 admin.enableServer=false
-4lw.commands.whitelist=ruok,stat,srvr,mntr,cons,dump
+4lw.commands.whitelist=ruok,stat,srvr,mntr,cons,dump,wchs,wchc
 autopurge.purgeInterval=1
 EOF
     local cp="$ZK_JAR"

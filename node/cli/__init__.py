@@ -110,6 +110,7 @@ def _run_node(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
 
     use_app_dir(args.app_dir)
+    raise_fd_limit()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -134,3 +135,23 @@ def _run_node(args: argparse.Namespace) -> int:
         node.stop()
     return 0
 
+
+def raise_fd_limit() -> int:
+    """Raise the soft open-file limit to the hard one; return the soft limit now.
+
+    A clustered node holds about 10 descriptors per peer (docs/scale.md), so a
+    soft limit of 1,024 (the default of most logins and systemd units) stops a
+    cluster at about 100 nodes. Go's runtime does the same at start. A limit
+    that cannot be raised is left as it is.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            return soft
+        return target
+    return soft

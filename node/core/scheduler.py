@@ -73,6 +73,9 @@ class Scheduler:
         # Counters for tests and stats: wake-ups by producers, and by the timer's tick.
         self.wakeups = 0
         self.tick_wakeups = 0
+        # Called by a worker leaving its sleep (the timer's poke): the safety net
+        # below runs only while some worker is awake, so it must hear of one waking.
+        self.on_awake: Callable[[], None] | None = None
         self._running = False
         self._on_stray = on_stray
         self._on_overload = on_overload
@@ -111,12 +114,22 @@ class Scheduler:
                 self.wakeups += 1
                 self._cond.notify()
 
-    def wake_if_idle_work(self) -> None:
-        """Periodic safety net (skynet's timer tick): work queued while workers sleep."""
-        if self.queue and self.sleeping:
+    def wake_if_idle_work(self) -> bool:
+        """Periodic safety net (skynet's timer tick): work queued while workers sleep.
+
+        A worker's send to another service wakes nobody, so a long handler can
+        leave queued work while other workers sleep; this wakes one. Returns
+        whether the net is still needed: False only when every worker sleeps
+        and nothing is queued, since then only a producer's ``wake`` (which a
+        waking worker reports through ``on_awake``) can start work again.
+        """
+        queue = self.queue
+        sleeping = self.sleeping
+        if queue and sleeping:
             with self._cond:
                 self.tick_wakeups += 1
                 self._cond.notify()
+        return bool(queue) or sleeping < len(self.workers)
 
     def _loop(self, w: Worker) -> None:
         """Run mailboxes until stopped. One *turn* takes a batch by the worker's weight.
@@ -154,6 +167,10 @@ class Scheduler:
                     if not queue and self._running:
                         cond.wait(1.0)  # spurious wakeup is harmless
                     self.sleeping -= 1
+                # After `sleeping` dropped (the timer's poke relies on this order).
+                awake = self.on_awake
+                if awake is not None:
+                    awake()
                 if profile:
                     t0 = clock()
                 continue
