@@ -52,6 +52,11 @@ BATCH_BYTES: Final = 256 * 1024
 SUB_PER_TURN: Final = 4096  # publications read per turn; silence is judged only when SUB is drained
 MONITOR_EVENTS: Final = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
 SNDHWM: Final = 256  # frames queued in ZeroMQ per peer before frames wait in our backlog
+# Silence under load: a peer's timeout is LOAD_FACTOR times the longest recent gap between
+# its heartbeats, within [peer_timeout, peer_timeout_max]; the gap decays by GAP_DECAY per
+# heartbeat, so a peer that is on time again is back to peer_timeout within a few seconds.
+LOAD_FACTOR: Final = 3.0
+GAP_DECAY: Final = 0.9
 
 
 def user_ids(credentials: Credentials | None) -> frozenset[str] | None:
@@ -75,7 +80,7 @@ class IoLoop:
         callbacks: tuple[DeliverFn, DeliverPubFn, PeerDownFn],
         droplog: DropLog,
         max_frame: int,
-        timing: tuple[float, float, float],
+        timing: tuple[float, float, float, float],
         credentials: Credentials | None = None,
         policy: WirePolicy | None = None,
         before_term: Callable[[], None] | None = None,
@@ -90,7 +95,7 @@ class IoLoop:
         self.drops = droplog
         self.counts = droplog.counts
         self.max_frame = max_frame
-        self.hb_interval, self.peer_timeout, self.join_grace = timing
+        self.hb_interval, self.peer_timeout, self.join_grace, self.peer_timeout_max = timing
         self.policy = policy
         self.before_term = before_term  # closes other sockets of ctx (the ZAP handler's)
         # Mutable, I/O thread: the credentials in force and the User-Ids they allow (None:
@@ -428,11 +433,7 @@ class IoLoop:
             self.drops.drop("nonmember", pub.src_node, f"publication from {pub.src_incarnation}")
             return
         if not pub.channel:
-            peer = self.peers[pub.src_node]
-            peer.last_heard = time.monotonic()
-            self.counts["heartbeats_in"] += 1
-            if peer.down:
-                self.revive(peer)
+            self.heard(self.peers[pub.src_node], time.monotonic())
             return
         if parts[0] not in self.topics:
             return  # queued before an unsubscribe took effect
@@ -567,11 +568,24 @@ class IoLoop:
         self.parked = keep
         self.parked_bytes = sum(len(d) for _, _, d in keep)
 
+    def heard(self, peer: Peer, now: float) -> None:
+        """A heartbeat from ``peer`` read at ``now``: note it and the gap since the last."""
+        if peer.last_heard:
+            peer.gap = max(now - peer.last_heard, peer.gap * GAP_DECAY)
+        peer.last_heard = now
+        self.counts["heartbeats_in"] += 1
+        if peer.down:
+            self.revive(peer)
+
+    def timeout_of(self, peer: Peer) -> float:
+        """``peer``'s silence timeout now: scaled by how late its heartbeats came lately."""
+        return min(self.peer_timeout_max, max(self.peer_timeout, LOAD_FACTOR * peer.gap))
+
     def check_silence(self, now: float) -> None:
-        """Report peers not heard within the timeout (a new peer gets ``join_grace`` more)."""
+        """Report peers not heard within their timeout (a new peer gets ``join_grace`` more)."""
         for peer in list(self.peers.values()):
             heard = peer.last_heard or peer.added_at + self.join_grace
-            if not peer.down and now - heard > self.peer_timeout:
+            if not peer.down and now - heard > self.timeout_of(peer):
                 self.report_down(peer, "silent")
 
     # -- shutdown -----------------------------------------------------------------------

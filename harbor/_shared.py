@@ -67,6 +67,9 @@ class Peer:
     info: PeerInfo
     added_at: float
     last_heard: float = 0.0  # monotonic time of the last heartbeat; 0 = never
+    # The longest recent gap between two of its heartbeats, decaying (GAP_DECAY per
+    # heartbeat): a peer starved by load heartbeats late, and its silence timeout grows.
+    gap: float = 0.0
     push: zmq.Socket[bytes] | None = None  # created on the first frame to this peer
     push_mon: zmq.Socket[bytes] | None = None
     sub: zmq.Socket[bytes] | None = None  # connected to the peer's PUB when it is added

@@ -6,8 +6,12 @@ PUB, and an inproc PAIR to wake the I/O thread. All belong to one harbor I/O
 thread (:mod:`harbor._ioloop`) once ``start()`` returns.
 
 Failure detection: every transport publishes a heartbeat every
-``heartbeat_interval`` (0.2 s); a peer not heard for ``peer_timeout`` (1 s;
-``join_grace`` more for a peer never heard yet) is reported "silent". The
+``heartbeat_interval`` (0.2 s); a peer not heard for its silence timeout
+(``join_grace`` more for a peer never heard yet) is reported "silent". The
+timeout scales with load: three times the longest recent gap between that
+peer's heartbeats, never below ``peer_timeout`` (1 s) nor above
+``peer_timeout_max`` (5 x ``peer_timeout`` unless given), so a peer starved
+by a busy machine is not declared dead for heartbeating late. The
 socket monitors on SUB and on every PUSH report a peer whose TCP connection
 dropped after it had connected as "disconnected" -- a killed process is seen
 within milliseconds.
@@ -32,7 +36,7 @@ import zmq
 from harbor._droplog import DropLog
 from harbor._ioloop import IoLoop
 from harbor._shared import Shared
-from harbor.curve import HARBOR_DOMAIN, ZapAuthenticator, curve_server
+from harbor.curve import ZapAuthenticator
 from harbor.errors import (
     BacklogFull,
     PayloadError,
@@ -40,9 +44,9 @@ from harbor.errors import (
     PeerUnknown,
     PeerUntrusted,
     TransportClosed,
-    TransportError,
 )
 from harbor.keys import CLUSTER, Credentials
+from harbor.listener import Listener
 from harbor.transport import (
     DEFAULT_MAX_BACKLOG,
     DEFAULT_MAX_FRAME,
@@ -64,19 +68,6 @@ from harbor.wire import encode_publication as _encode_publication
 __all__ = ["ZmqTransport"]
 
 _logger = logging.getLogger("harbor")
-# Frames ZeroMQ queues per inbound connection before it stops reading that connection.
-RCVHWM = 64
-
-
-def _bind(sock: zmq.Socket[bytes], host: str, port: int) -> int:
-    """Bind ``sock`` on ``host:port`` (port 0: the OS picks) and return the port."""
-    try:
-        sock.bind(f"tcp://{host}:{port or '*'}")
-    except zmq.ZMQError as exc:
-        raise TransportError(f"cannot bind tcp://{host}:{port}: {exc}") from None
-    endpoint = sock.getsockopt(zmq.LAST_ENDPOINT)
-    assert isinstance(endpoint, bytes)
-    return int(endpoint.rsplit(b":", 1)[1])
 
 
 class ZmqTransport(Transport):
@@ -115,19 +106,27 @@ class ZmqTransport(Transport):
         log: LogFn | None = None,
         heartbeat_interval: float = 0.2,
         peer_timeout: float = 1.0,
+        peer_timeout_max: float | None = None,
         join_grace: float = 2.0,
         credentials: Credentials | None = None,
         wire_policy: WirePolicy | None = None,
         max_backlog: int = DEFAULT_MAX_BACKLOG,
+        listener: Listener | None = None,
     ) -> None:
         super().__init__(node_id, incarnation, deliver, deliver_pub, on_peer_down)
         if advertise_host is None and bind_host in ("0.0.0.0", "*", "::"):
             raise ValueError("a wildcard bind_host needs an advertise_host")
         self._bind_host = bind_host
-        self._advertise = advertise_host or bind_host
+        self._advertise = advertise_host
+        # Bound before the node advertised its endpoints (bind_host and ports are then
+        # ignored: the listener's sockets are already bound).
+        self._listener = listener
         self._ports = (pull_port, pub_port)
         self._max_frame = max_frame
-        self._timing = (heartbeat_interval, peer_timeout, join_grace)
+        if peer_timeout <= 0 or (peer_timeout_max is not None and peer_timeout_max < peer_timeout):
+            raise ValueError("peer_timeout > 0 and peer_timeout_max >= peer_timeout")
+        timeout_max = peer_timeout * 5 if peer_timeout_max is None else peer_timeout_max
+        self._timing = (heartbeat_interval, peer_timeout, join_grace, timeout_max)
         self._drops = DropLog(log or _logger.warning, f"harbor[{node_id}]")
         self._shared = Shared()
         # Owner: set_peers (any thread) replaces the whole dict; send reads it. Copy-on-write,
@@ -150,75 +149,38 @@ class ZmqTransport(Transport):
         self._untrusted: frozenset[int] = frozenset()
 
     @property
+    def silence_timeouts(self) -> tuple[float, float]:
+        """``(peer_timeout, peer_timeout_max)``: a peer's silence timeout lies between."""
+        return self._timing[1], self._timing[3]
+
+    @property
     def public_key(self) -> str | None:
         """This node's z85 CURVE public key (advertised as ``endpoints["key"]``), or None."""
         return self._creds.public_key if self._creds is not None else None
 
-    def _bind_pub(self, ctx: zmq.Context[zmq.Socket[bytes]], port: int) -> zmq.Socket[bytes]:
-        """A PUB socket bound on ``port`` (a CURVE server with credentials)."""
-        pub = ctx.socket(zmq.PUB)
-        pub.setsockopt(zmq.LINGER, 0)
-        if self._creds is not None:
-            curve_server(pub, self._creds, HARBOR_DOMAIN)
-        try:
-            _bind(pub, self._bind_host, port)
-        except BaseException:
-            pub.close(0)
-            raise
-        return pub
-
     def start(self) -> None:
-        """Bind PULL and PUB and start the I/O thread.
+        """Adopt the listener's bound sockets (or bind now) and start the I/O thread.
 
         Raises ``TransportError`` if a bind fails, ``TransportClosed`` if
-        started before.
+        started before (or the listener was closed or adopted elsewhere).
         """
         with self._life_lock:
             if self._state != "new":
                 raise TransportClosed("a transport starts once")
-            ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-            socks: list[zmq.Socket[bytes]] = []
-            auth = None
-            try:
-                if self._creds is not None:
-                    # Started before any server socket binds: no handshake ever finds it
-                    # missing (and ZAP_ENFORCE_DOMAIN refuses one that would).
-                    auth = ZapAuthenticator(ctx, self._creds)
-                    auth.start()
-                pull = ctx.socket(zmq.PULL)
-                wake_rx, wake_tx = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
-                socks = [pull, wake_rx, wake_tx]
-                for s in socks:
-                    s.setsockopt(zmq.LINGER, 0)
-                # A frame over max_frame makes ZeroMQ drop the connection before buffering it
-                # (the I/O thread sets the same on each peer's SUB socket).
-                pull.setsockopt(zmq.MAXMSGSIZE, self._max_frame)
-                pull.setsockopt(zmq.RCVHWM, RCVHWM)
-                if self._creds is not None:
-                    curve_server(pull, self._creds, HARBOR_DOMAIN)
-                pull_port = _bind(pull, self._bind_host, self._ports[0])
-                pub = self._bind_pub(ctx, self._ports[1])
-                socks.append(pub)
-                pub_endpoint = pub.getsockopt(zmq.LAST_ENDPOINT)
-                assert isinstance(pub_endpoint, bytes)
-                pub_port = int(pub_endpoint.rsplit(b":", 1)[1])
-                wake_addr = f"inproc://harbor-wake-{id(self)}"
-                wake_rx.bind(wake_addr)
-                wake_tx.connect(wake_addr)
-            except BaseException:
-                for s in socks:
-                    s.close(0)
-                if auth is not None:
-                    auth.stop()
-                ctx.term()
-                raise
+            lst = self._listener or Listener(
+                self._bind_host, advertise_host=self._advertise, pull_port=self._ports[0],
+                pub_port=self._ports[1], max_frame=self._max_frame, credentials=self._creds,
+            )
+            lst.adopt()
+            ctx, pull, pub, auth = lst.ctx, lst.pull, lst.pub, lst.auth
+            wake_rx, wake_tx = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+            for s in (wake_rx, wake_tx):
+                s.setsockopt(zmq.LINGER, 0)
+            wake_addr = f"inproc://harbor-wake-{id(self)}"
+            wake_rx.bind(wake_addr)
+            wake_tx.connect(wake_addr)
             self._auth = auth
-            self._endpoints = {
-                "pull": f"tcp://{self._advertise}:{pull_port}",
-                "pub": f"tcp://{self._advertise}:{pub_port}",
-            }
-            if self._creds is not None:
-                self._endpoints["key"] = self._creds.public_key
+            self._endpoints = dict(lst.endpoints)
             self._shared.wake_tx = wake_tx
             loop = IoLoop(
                 self._shared,
@@ -249,6 +211,8 @@ class ZmqTransport(Transport):
         with self._life_lock:
             if self._state != "running":
                 self._state = "stopped"
+                if self._listener is not None:
+                    self._listener.close()  # bound but never adopted: unbind
                 return
             self._state = "stopped"
             self._shared.stopping = True

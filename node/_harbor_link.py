@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,15 +44,13 @@ from .message import CALL, ERR_NODE_DOWN, ERR_NOT_FOUND, ERR_OTHER, ERROR, REPLY
 if TYPE_CHECKING:
     from coord.api import NodeInfo
     from harbor.keys import Credentials
+    from harbor.listener import Listener
     from harbor.transport import DeliverFn, DeliverPubFn, LogFn, PeerDownFn, Transport
 
     from ._coord_link import CoordLink
     from ._router import Router
 
-__all__ = [
-    "REMOTE_EVENTS", "WIRE_POLICY", "HarborLink", "HarborSettings", "TransportFactory",
-    "free_port",
-]
+__all__ = ["REMOTE_EVENTS", "WIRE_POLICY", "HarborLink", "HarborSettings", "TransportFactory"]
 
 REMOTE_EVENTS = frozenset({"kill", "monitor", "demonitor", "down"})
 """SYSTEM events another node may send."""
@@ -85,14 +82,9 @@ class HarborSettings:
     pub_port: int = 0
     factory: TransportFactory | None = None
     credentials: Credentials | None = None  # CURVE on every harbor socket (keys_dir)
-
-
-def free_port(host: str) -> int:
-    """A port the OS says is free on ``host`` now (the transport binds it right after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host if host not in ("0.0.0.0", "*") else "0.0.0.0", 0))
-        port: int = s.getsockname()[1]
-        return port
+    # Silence timeout of a peer (seconds) and how far load may stretch it (None: 5x).
+    peer_timeout: float = 1.0
+    peer_timeout_max: float | None = None
 
 
 class HarborLink:
@@ -106,6 +98,8 @@ class HarborLink:
         self._settings = settings or HarborSettings()
         self._lock = threading.Lock()
         self.transport: Transport | None = None
+        # The bound sockets whose ports endpoints() advertised, until start() adopts them.
+        self._listener: Listener | None = None
         # peer node -> {(caller handle, session): callee handle}. Under _lock.
         self._pending: dict[int, dict[tuple[int, int], int]] = {}
         # local session standing for an inbound call -> (wire session, caller incarnation)
@@ -129,18 +123,29 @@ class HarborLink:
         self._down_hooks.append(hook)
 
     def endpoints(self) -> dict[str, str]:
-        """The endpoints to advertise in membership before :meth:`start` (ports chosen
-        now when not fixed)."""
+        """The endpoints to advertise in membership before :meth:`start`: the harbor's
+        sockets are bound here (port 0: the OS picks), so what is advertised is what is
+        bound and no other process can take a port in between. Raises
+        ``TransportError`` if a fixed port is taken."""
         st = self._settings
         if st.factory is not None:  # an in-process transport routes by node id
             return {"pull": "inproc://pull", "pub": "inproc://pub"}
-        pull = st.pull_port or free_port(st.bind)
-        pub = st.pub_port or free_port(st.bind)
-        self._settings = HarborSettings(st.bind, st.advertise, pull, pub, None, st.credentials)
-        endpoints = {"pull": f"tcp://{st.advertise}:{pull}", "pub": f"tcp://{st.advertise}:{pub}"}
-        if st.credentials is not None:  # peers check it against the allow-list
-            endpoints["key"] = st.credentials.public_key
-        return endpoints
+        from harbor.listener import Listener
+        from harbor.transport import DEFAULT_MAX_FRAME
+
+        self.close_listener()
+        self._listener = Listener(
+            st.bind, advertise_host=st.advertise, pull_port=st.pull_port,
+            pub_port=st.pub_port, max_frame=DEFAULT_MAX_FRAME, credentials=st.credentials,
+        )
+        return dict(self._listener.endpoints)  # with "key" under credentials
+
+    def close_listener(self) -> None:
+        """Unbind sockets bound by :meth:`endpoints` that no transport adopted (the
+        node did not start). Idempotent."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
     def start(self, incarnation: int, log: LogFn) -> Transport:
         """Build and start the transport (ZeroMQ unless a factory was given), then give
@@ -156,7 +161,10 @@ class HarborLink:
                 bind_host=st.bind, advertise_host=st.advertise if st.advertise != st.bind else None,
                 pull_port=st.pull_port, pub_port=st.pub_port, log=log,
                 credentials=st.credentials, wire_policy=WIRE_POLICY,
+                peer_timeout=st.peer_timeout, peer_timeout_max=st.peer_timeout_max,
+                listener=self._listener,
             )
+            self._listener = None  # the transport owns it now (and closes it on stop)
         t.start()
         self.transport = t
         self._coord.on_member(self._member_changed)
