@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from time import perf_counter
+from typing import Any, Final
 
 import zmq
 
 from harbor._droplog import DropLog
+from harbor._inbound import Inbound
 from harbor._ioloop import IoLoop
-from harbor._shared import Shared
+from harbor._shared import Peer, Shared
 from harbor.curve import ZapAuthenticator
 from harbor.errors import (
     BacklogFull,
@@ -62,12 +64,52 @@ from harbor.wire import (
     WirePolicy,
     channel_topic,
     encode_message,
+    join_frame,
 )
 from harbor.wire import encode_publication as _encode_publication
 
-__all__ = ["ZmqTransport"]
+__all__ = ["IdleWaiter", "ZmqTransport"]
 
 _logger = logging.getLogger("harbor")
+# A caller sending to one peer again within this many seconds is streaming: its message
+# is queued for the I/O thread, which packs a run of them into one frame per turn (the
+# receiver pays per frame). A message after a quiet spell goes out at once, in the
+# caller's thread (no hand-off): a call, a reply, a ping-pong.
+STREAM_GAP: Final = 200e-6
+
+
+def _pair(
+    ctx: zmq.Context[zmq.Socket[bytes]], addr: str
+) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes]]:
+    """An inproc PAIR (receiver, sender) for wake-ups."""
+    rx, tx = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    for s in (rx, tx):
+        s.setsockopt(zmq.LINGER, 0)
+    rx.bind(addr)
+    tx.connect(addr)
+    return rx, tx
+
+
+class IdleWaiter:
+    """An idle worker's wait on the harbor (``node.core.scheduler.IdleWait``).
+
+    ``wait`` returns False (the worker waits its own way) before the transport
+    starts, after it stops, or while another thread reads PULL.
+    """
+
+    def __init__(self) -> None:
+        self.inbound: Inbound | None = None  # Owner: ZmqTransport.start (set once)
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` s on PULL; deliver what arrives in this thread."""
+        inbound = self.inbound
+        return inbound is not None and inbound.wait(timeout)
+
+    def wake(self) -> None:
+        """End a wait in progress (or make the next one return at once)."""
+        inbound = self.inbound
+        if inbound is not None:
+            inbound.wake()
 
 
 class ZmqTransport(Transport):
@@ -147,6 +189,24 @@ class ZmqTransport(Transport):
         self._peers_lock = threading.Lock()
         self._given: dict[int, PeerInfo] = {}
         self._untrusted: frozenset[int] = frozenset()
+        # Set by idle_wait() before start: the node's idle workers read PULL.
+        self._waiter: IdleWaiter | None = None
+
+    def idle_wait(self) -> IdleWaiter:
+        """Let the node's idle worker threads read this transport's PULL socket.
+
+        Call before :meth:`start`. The returned object's ``wait(timeout)`` blocks
+        an idle worker on PULL (and its own wake-up) and delivers what arrives in
+        that worker's thread, so the thread that receives a message runs it; its
+        ``wake()`` ends such a wait. The I/O thread still reads PULL when no
+        worker has for a while (all busy). Raises ``TransportClosed`` after start.
+        """
+        with self._life_lock:
+            if self._state != "new":
+                raise TransportClosed("idle_wait() is chosen before start()")
+            if self._waiter is None:
+                self._waiter = IdleWaiter()
+            return self._waiter
 
     @property
     def silence_timeouts(self) -> tuple[float, float]:
@@ -173,12 +233,14 @@ class ZmqTransport(Transport):
             )
             lst.adopt()
             ctx, pull, pub, auth = lst.ctx, lst.pull, lst.pub, lst.auth
-            wake_rx, wake_tx = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
-            for s in (wake_rx, wake_tx):
-                s.setsockopt(zmq.LINGER, 0)
-            wake_addr = f"inproc://harbor-wake-{id(self)}"
-            wake_rx.bind(wake_addr)
-            wake_tx.connect(wake_addr)
+            wake_rx, wake_tx = _pair(ctx, f"inproc://harbor-wake-{id(self)}")
+            inbound = Inbound(
+                pull, _pair(ctx, f"inproc://harbor-idle-{id(self)}"),
+                node_id=self.node_id, incarnation=self.incarnation, deliver=self._deliver,
+                droplog=self._drops, max_frame=self._max_frame, policy=self._policy,
+                join_grace=self._timing[2],
+            )
+            inbound.workers = self._waiter is not None
             self._auth = auth
             self._endpoints = dict(lst.endpoints)
             self._shared.wake_tx = wake_tx
@@ -187,18 +249,20 @@ class ZmqTransport(Transport):
                 node_id=self.node_id,
                 incarnation=self.incarnation,
                 ctx=ctx,
-                sockets=(pull, pub, wake_rx),
-                callbacks=(self._deliver, self._deliver_pub, self._on_peer_down),
+                sockets=(pub, wake_rx),
+                inbound=inbound,
+                callbacks=(self._deliver_pub, self._on_peer_down),
                 droplog=self._drops,
                 max_frame=self._max_frame,
                 timing=self._timing,
                 credentials=self._creds,
-                policy=self._policy,
                 before_term=auth.stop if auth is not None else None,
             )
             self._thread = threading.Thread(
                 target=loop.run, name=f"skymesh-harbor-{self.node_id}", daemon=True
             )
+            if self._waiter is not None:
+                self._waiter.inbound = inbound
             self._thread.start()
             self._state = "running"
 
@@ -304,6 +368,13 @@ class ZmqTransport(Transport):
         size = len(data)
         if size + FRAME_OVERHEAD > self._max_frame:
             raise PayloadError("oversize", f"{size} bytes > max_frame {self._max_frame}")
+        peer = sh.direct.get(node_id)
+        if peer is not None and peer.info.incarnation == inc:
+            now = perf_counter()
+            quiet = now - peer.last_direct > STREAM_GAP
+            peer.last_direct = now  # racy between callers: it only picks a path
+            if quiet and self._send_direct(peer, incarnation, data):
+                return
         with sh.pending_lock:
             queued = sh.pending.get(node_id, 0)
             if queued + size > self._max_backlog:
@@ -314,6 +385,25 @@ class ZmqTransport(Transport):
             sh.out.append((node_id, incarnation, data))
         if sh.idle:
             sh.wake()
+
+    def _send_direct(self, peer: Peer, dst_inc: int, data: bytes) -> bool:
+        """Send one message as its own frame on ``peer``'s PUSH socket, in this thread.
+
+        Only when nothing is queued for the peer (its pending bytes are 0: no message
+        of the I/O thread's queue or backlog can be overtaken, so order per node pair
+        holds) and ZeroMQ takes the frame now. False: queue it instead.
+        """
+        with peer.lock:
+            push = peer.push
+            if push is None or self._shared.pending.get(peer.node_id, 0):
+                return False
+            frame = join_frame(self.node_id, self.incarnation, peer.node_id, dst_inc, [data])
+            try:
+                push.send(frame, zmq.NOBLOCK)
+            except zmq.ZMQError:  # Again (not connected, or at its HWM) or closing
+                return False
+            peer.direct_frames += 1
+            return True
 
     def publish(self, channel: str, source: int, payload: Any) -> None:
         """Publish to subscribers on other nodes; see :meth:`Transport.publish`."""
@@ -339,7 +429,12 @@ class ZmqTransport(Transport):
     def stats(self) -> dict[str, int]:
         """Counters (see the report); ``queued`` is messages not yet packed into frames."""
         counts = dict(self._drops.counts)
-        counts["queued"] = len(self._shared.out)
+        sh = self._shared
+        direct = sh.direct_gone + sum(p.direct_frames for p in list(sh.direct.values()))
+        counts["frames_out"] += direct  # one message per direct frame
+        counts["msgs_out"] += direct
+        counts["frames_out_direct"] = direct
+        counts["queued"] = len(sh.out)
         counts["drop_backlog-full"] = self._shared.backlog_full
         if self._auth is not None:
             counts["auth_denied"] = self._auth.denied

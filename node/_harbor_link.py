@@ -165,6 +165,9 @@ class HarborLink:
                 listener=self._listener,
             )
             self._listener = None  # the transport owns it now (and closes it on stop)
+            # Idle workers wait on the harbor's inbound socket: the thread that receives a
+            # message from another node runs it (no hand-off from the harbor's thread).
+            self._router.scheduler.idle = t.idle_wait()
         t.start()
         self.transport = t
         self._coord.on_member(self._member_changed)

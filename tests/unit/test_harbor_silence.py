@@ -13,6 +13,7 @@ import zmq
 
 from harbor import PeerInfo, ZmqTransport
 from harbor._droplog import DropLog
+from harbor._inbound import Inbound
 from harbor._ioloop import IoLoop
 from harbor._shared import Peer, Shared
 from node.config import ConfigError, load_config
@@ -24,15 +25,18 @@ def make_loop() -> Iterator:
 
     def make(peer_timeout: float = 1.0, peer_timeout_max: float = 5.0):
         ctx: zmq.Context = zmq.Context()
-        socks = [ctx.socket(zmq.PULL), ctx.socket(zmq.PUB), ctx.socket(zmq.PAIR)]
-        made.append((ctx, socks))
+        pull, pub, wake, rx, tx = (ctx.socket(t) for t in (zmq.PULL, zmq.PUB, *[zmq.PAIR] * 3))
+        made.append((ctx, [pub, wake]))  # the loop's Inbound closes pull, rx and tx
         downs: list[tuple[int, int, str]] = []
+        drops = DropLog(lambda line: None, "t")
+        inbound = Inbound(pull, (rx, tx), node_id=1, incarnation=101, deliver=lambda *a: None,
+                          droplog=drops, max_frame=1 << 20, policy=None, join_grace=2.0)
         loop = IoLoop(
-            Shared(), node_id=1, incarnation=101, ctx=ctx, sockets=tuple(socks),  # type: ignore[arg-type]
-            callbacks=(lambda *a: None, lambda *a: None, lambda *a: downs.append(a)),
-            droplog=DropLog(lambda line: None, "t"), max_frame=1 << 20,
-            timing=(0.2, peer_timeout, 2.0, peer_timeout_max),
+            Shared(), node_id=1, incarnation=101, ctx=ctx, sockets=(pub, wake), inbound=inbound,
+            callbacks=(lambda *a: None, lambda *a: downs.append(a)),
+            droplog=drops, max_frame=1 << 20, timing=(0.2, peer_timeout, 2.0, peer_timeout_max),
         )
+        made[-1][1].extend([pull, rx, tx])
         peer = Peer(2, PeerInfo(201, "tcp://127.0.0.1:1", "tcp://127.0.0.1:2"), added_at=0.0)
         loop.peers[2] = peer
         loop.members[2] = 201
