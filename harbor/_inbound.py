@@ -107,12 +107,13 @@ class Inbound:
     def wait(self, timeout: float) -> bool:
         """Block up to ``timeout`` s for a frame or :meth:`wake`; run what arrived.
 
-        Returns False at once if another thread owns PULL now (the caller waits
-        its own way), True after waiting. Frames read are delivered here, in the
-        caller's thread: their messages are in their mailboxes on return.
+        Returns True after waiting, False at once once closed (the caller waits
+        its own way). Frames read are delivered here, in the caller's thread:
+        their messages are in their mailboxes on return.
         """
-        if not self.lock.acquire(blocking=False):
-            return False
+        # Blocking: besides one idle worker (the scheduler lets one wait at a time) only
+        # the I/O thread takes the lock, and it never holds it across a poll.
+        self.lock.acquire()
         try:
             with self._wake_lock:
                 if self.closed:

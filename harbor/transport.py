@@ -126,10 +126,15 @@ class Transport(abc.ABC):
         """
 
     @abc.abstractmethod
-    def send(self, node_id: int, msg: tuple[int, int, int, int, Any], incarnation: int = 0) -> None:
+    def send(
+        self, node_id: int, msg: tuple[int, int, int, int, Any], incarnation: int = 0,
+        batch: bool = False,
+    ) -> None:
         """Queue ``msg`` for ``node_id``. Thread-safe, never blocks.
 
         ``incarnation`` != 0 pins the destination incarnation (replies).
+        ``batch``: the caller has more work queued, so more messages follow soon:
+        a hint to pack this one with them rather than send it at once.
         Raises ``PeerUnknown`` (``PeerDown`` if reported down),
         ``PayloadError`` or ``TransportClosed``.
         """

@@ -71,10 +71,11 @@ from harbor.wire import encode_publication as _encode_publication
 __all__ = ["IdleWaiter", "ZmqTransport"]
 
 _logger = logging.getLogger("harbor")
-# A caller sending to one peer again within this many seconds is streaming: its message
-# is queued for the I/O thread, which packs a run of them into one frame per turn (the
-# receiver pays per frame). A message after a quiet spell goes out at once, in the
-# caller's thread (no hand-off): a call, a reply, a ping-pong.
+# A message goes out at once, in the caller's thread (no hand-off), only when the link
+# is quiet: nothing queued for that peer, the caller has no more work queued (``batch``
+# False) and no message went to that peer within STREAM_GAP seconds -- a call, a reply,
+# a ping-pong. Otherwise it is queued for the I/O thread, which packs a run of messages
+# into one frame per peer per turn (the receiver, and CURVE, pay per frame).
 STREAM_GAP: Final = 200e-6
 
 
@@ -346,7 +347,10 @@ class ZmqTransport(Transport):
                 untrusted[n] = key
         return trusted, untrusted
 
-    def send(self, node_id: int, msg: tuple[int, int, int, int, Any], incarnation: int = 0) -> None:
+    def send(
+        self, node_id: int, msg: tuple[int, int, int, int, Any], incarnation: int = 0,
+        batch: bool = False,
+    ) -> None:
         """Queue ``msg`` for ``node_id``; see :meth:`Transport.send`.
 
         The message is encoded here, in the caller's thread, so a bad payload
@@ -368,7 +372,7 @@ class ZmqTransport(Transport):
         size = len(data)
         if size + FRAME_OVERHEAD > self._max_frame:
             raise PayloadError("oversize", f"{size} bytes > max_frame {self._max_frame}")
-        peer = sh.direct.get(node_id)
+        peer = None if batch else sh.direct.get(node_id)
         if peer is not None and peer.info.incarnation == inc:
             now = perf_counter()
             quiet = now - peer.last_direct > STREAM_GAP

@@ -271,7 +271,7 @@ class HarborLink:
             with self._lock:
                 self._pending.setdefault(nid, {})[(source, session)] = dest
         try:
-            t.send(nid, (dest, source, session, kind, payload))
+            t.send(nid, (dest, source, session, kind, payload), 0, self._busy(source))
         except PayloadError as exc:
             self.withdraw(dest, source, session)
             raise TypeError(f"message to node {nid} cannot be sent: {exc}") from exc
@@ -313,7 +313,7 @@ class HarborLink:
             session, inc = pinned
         if kind == ERROR and not self.send_tracebacks and payload[3]:
             payload = (payload[0], payload[1], payload[2], "")
-        self._send(node_of(dest), (dest, source, session, kind, payload), inc)
+        self._send(node_of(dest), (dest, source, session, kind, payload), inc, self._busy(source))
 
     def control(self, source: int, target: int, event: str) -> None:
         """kill/monitor/demonitor a service on another node (raises ``NodeDown``)."""
@@ -325,13 +325,25 @@ class HarborLink:
         except HarborError as exc:
             raise NodeDown(f"node {node_of(target)} is not reachable: {exc}") from exc
 
-    def _send(self, nid: int, msg: tuple[int, int, int, int, Any], inc: int) -> None:
+    def _busy(self, source: int) -> bool:
+        """True when more work waits (other mailboxes queued, or more messages for the
+        sending service): the transport then packs this message with what follows
+        instead of sending it at once (batching under load)."""
+        router = self._router
+        if router.scheduler.queue:
+            return True
+        svc = router.services.get(source)
+        return svc is not None and bool(svc._mailbox.queue)
+
+    def _send(
+        self, nid: int, msg: tuple[int, int, int, int, Any], inc: int, batch: bool = False
+    ) -> None:
         t = self.transport
         if t is None:
             self._router.count_drop("node-down")
             return
         try:
-            t.send(nid, msg, inc)
+            t.send(nid, msg, inc, batch)
         except HarborError:
             self._router.count_drop("node-down")
 

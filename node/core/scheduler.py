@@ -32,7 +32,7 @@ WEIGHTS = (-1, -1, -1, -1, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
 
 
 # How long one idle wait lasts at most (the loop then re-checks that it still runs), and
-# how long a worker sleeps when another thread holds the idle wait's socket.
+# how long a worker sleeps when the idle wait refuses (closed).
 IDLE_WAIT = 1.0
 IDLE_BUSY = 0.005
 
@@ -44,7 +44,7 @@ class IdleWait(Protocol):
 
     def wait(self, timeout: float) -> bool:
         """Block up to ``timeout`` s for work; push what arrives into mailboxes (their
-        wake-ups are the caller's own). False at once if it cannot wait now."""
+        wake-ups are the caller's own). False at once if it cannot wait (closed)."""
         ...
 
     def wake(self) -> None:
@@ -180,13 +180,16 @@ class Scheduler:
             finally:
                 self.poller = 0
             if waited:
-                # More work than this worker will take next: wake a sleeper for it.
-                if len(queue) > 1 and self.sleeping:
+                # More than one message arrived: wake a sleeper, which takes over the
+                # idle wait (or the other mailboxes) while this worker runs what came --
+                # the inbound socket stays attended under load. One message (a reply, a
+                # ping): nobody is woken, this thread runs it at once.
+                if self.sleeping and queue and (len(queue) > 1 or len(queue[0].queue) > 1):
                     with cond:
                         self.wakeups += 1
                         cond.notify()
                 return
-            pause = IDLE_BUSY  # another thread holds the idle wait's socket for now
+            pause = IDLE_BUSY  # the idle wait is closed (the harbor stopped)
         with cond:
             self.sleeping += 1
             # Re-checked under the lock: a producer appends before it reads
