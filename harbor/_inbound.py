@@ -19,6 +19,7 @@ holder before any later frame of that node is read (:meth:`_catch_up`).
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from typing import Final
@@ -37,6 +38,7 @@ PARK_BYTES: Final = 32 * 1024 * 1024  # ... and their bytes
 # A read stops after this long, so a turn of the I/O thread (heartbeats) or a worker's
 # wait (its own queue) is never held long by a flood.
 READ_BUDGET: Final = 0.02  # seconds
+WAKE_LEN: Final = 16  # bytes of a wake-up frame (a random token)
 
 
 class Inbound:
@@ -49,7 +51,7 @@ class Inbound:
     def __init__(
         self,
         pull: zmq.Socket[bytes],
-        wake_pair: tuple[zmq.Socket[bytes], zmq.Socket[bytes]],
+        wake_tx: zmq.Socket[bytes],
         *,
         node_id: int,
         incarnation: int,
@@ -73,10 +75,13 @@ class Inbound:
         # the counters frames_in/msgs_in now. Never held across a blocking call other than
         # the poll in wait().
         self.lock = threading.Lock()
-        self._wake_rx, self._wake_tx = wake_pair
-        self._poller = zmq.Poller()
-        self._poller.register(pull, zmq.POLLIN)
-        self._poller.register(self._wake_rx, zmq.POLLIN)
+        # A wake-up is a frame on PULL itself, from an inproc PUSH connected to an inproc
+        # endpoint PULL also binds: a waiting worker blocks in one recv (no poller), like
+        # raw pyzmq. The frame is this random token, never a valid actor frame (a frame
+        # of exactly WAKE_LEN bytes equal to it is skipped; any other is checked).
+        self._wake_tx = wake_tx
+        self.wake_token = os.urandom(WAKE_LEN)
+        self._rcvtimeo = -1  # Owner: the lock holder. PULL's RCVTIMEO as last set.
         # Owner: wake() and wait(), under _wake_lock. True while a worker is (about to be)
         # blocked in wait()'s poll: a wake-up is only sent then.
         self._wake_lock = threading.Lock()
@@ -121,22 +126,23 @@ class Inbound:
                 ms = 0 if self._pending else int(timeout * 1000)
                 self._pending = False
                 self._waiting = True
+            pull = self.pull
+            if ms != self._rcvtimeo:
+                pull.setsockopt(zmq.RCVTIMEO, ms)
+                self._rcvtimeo = ms
             try:
-                ready = dict(self._poller.poll(ms))
+                zf: zmq.Frame | None = pull.recv(0, copy=False)
+            except zmq.Again:  # timed out (or a wake-up was pending: RCVTIMEO 0)
+                zf = None
             finally:
                 with self._wake_lock:
                     self._waiting = False
-            if self._wake_rx in ready:
-                while True:
-                    try:
-                        self._wake_rx.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
             now = time.monotonic()
             self.last_worker = now
             self._catch_up(now)
-            if self.pull in ready:
-                self.read(now)
+            if zf is not None:
+                self.on_frame(zf)
+                self.read(now)  # and whatever else is queued, within the bounds
         except zmq.ZMQError:  # the transport closed PULL under a late waiter
             pass
         finally:
@@ -154,7 +160,7 @@ class Inbound:
             self._waiting = False
             # ZMQError: full of wake-ups already, one is enough
             with contextlib.suppress(zmq.ZMQError):
-                self._wake_tx.send(b"", zmq.NOBLOCK)
+                self._wake_tx.send(self.wake_token, zmq.NOBLOCK)
 
     # -- reading (the lock holder) --------------------------------------------------------
 
@@ -163,6 +169,11 @@ class Inbound:
         end = now + READ_BUDGET
         pull = self.pull
         for _ in range(PULL_PER_TURN):
+            # EVENTS, not a recv that raises Again: building zmq.Again costs more than a
+            # whole small frame's checks.
+            events = pull.getsockopt(zmq.EVENTS)
+            if not isinstance(events, int) or not events & zmq.POLLIN:
+                return
             try:
                 zf = pull.recv(zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -185,6 +196,8 @@ class Inbound:
         Every rejection is dropped and counted; none decodes the messages.
         """
         data = zf.buffer
+        if data.nbytes == WAKE_LEN and zf.bytes == self.wake_token:
+            return  # a wake-up (see __init__)
         try:
             head = peek_header(data, self.max_frame)
         except FrameError as exc:
@@ -289,12 +302,12 @@ class Inbound:
             self.wake()
 
     def close(self) -> None:
-        """End any wait, then close PULL and the wake-up pair (the I/O thread, at stop)."""
+        """End any wait, then close PULL and the wake-up socket (the I/O thread, at stop)."""
         with self._wake_lock:
             self.closed = True
             if self._waiting:
                 with contextlib.suppress(zmq.ZMQError):
-                    self._wake_tx.send(b"", zmq.NOBLOCK)
+                    self._wake_tx.send(self.wake_token, zmq.NOBLOCK)
         with self.lock:  # a waiting worker returns at once after the wake-up
-            for s in (self.pull, self._wake_rx, self._wake_tx):
+            for s in (self.pull, self._wake_tx):
                 s.close(0)

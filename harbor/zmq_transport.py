@@ -1,9 +1,14 @@
 """ZeroMQ implementation of :class:`harbor.transport.Transport`.
 
-Sockets: a bound PULL (actor frames in), a bound PUB (channels and heartbeats
-out), a PUSH per peer this node sends to, a SUB per peer connected to its
-PUB, and an inproc PAIR to wake the I/O thread. All belong to one harbor I/O
-thread (:mod:`harbor._ioloop`) once ``start()`` returns.
+Sockets: a bound PULL (actor frames in; bound before the node advertises it,
+:mod:`harbor.listener`), a bound PUB (channels and heartbeats out), a PUSH per
+peer this node sends to, a SUB per peer connected to its PUB, and inproc
+PAIRs for wake-ups. The harbor I/O thread (:mod:`harbor._ioloop`) owns PUB,
+SUB and the monitors; each PUSH is used under its peer's lock by the I/O
+thread or by a caller sending a quiet peer's message itself (no hand-off);
+PULL is read under its lock by the I/O thread or, with :meth:`idle_wait`, by
+the node's idle worker, which runs what it receives (:mod:`harbor._inbound`).
+No ZeroMQ socket is ever used by two threads at once.
 
 Failure detection: every transport publishes a heartbeat every
 ``heartbeat_interval`` (0.2 s); a peer not heard for its silence timeout
@@ -235,8 +240,13 @@ class ZmqTransport(Transport):
             lst.adopt()
             ctx, pull, pub, auth = lst.ctx, lst.pull, lst.pub, lst.auth
             wake_rx, wake_tx = _pair(ctx, f"inproc://harbor-wake-{id(self)}")
+            # Idle workers are woken by a frame on PULL itself (harbor._inbound).
+            pull.bind(f"inproc://harbor-idle-{id(self)}")
+            idle_tx = ctx.socket(zmq.PUSH)
+            idle_tx.setsockopt(zmq.LINGER, 0)
+            idle_tx.connect(f"inproc://harbor-idle-{id(self)}")
             inbound = Inbound(
-                pull, _pair(ctx, f"inproc://harbor-idle-{id(self)}"),
+                pull, idle_tx,
                 node_id=self.node_id, incarnation=self.incarnation, deliver=self._deliver,
                 droplog=self._drops, max_frame=self._max_frame, policy=self._policy,
                 join_grace=self._timing[2],

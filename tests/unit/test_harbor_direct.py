@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from harbor import TransportClosed
+from harbor import keys as hk
 from tests.unit.test_harbor_zmq import Peer, make, mesh  # noqa: F401 (make: a fixture)
 
 DEST = 2 << 32 | 1
@@ -90,8 +93,10 @@ def test_an_idle_worker_receives_and_delivers_in_its_own_thread(make):
     assert waiter.wait(0.01) is False  # stopped: the worker waits its own way
 
 
-def test_wake_ends_a_wait_and_is_never_lost(make):
-    b = Peer(2, 201)
+@pytest.mark.parametrize("secure", [False, True])
+def test_wake_ends_a_wait_and_is_never_lost(tmp_path, secure):
+    kw = {"credentials": hk.load(hk.generate(tmp_path / "k", node_ids=[2]), 2)} if secure else {}
+    b = Peer(2, 201, **kw)
     waiter = b.t.idle_wait()
     b.t.start()
     try:
@@ -110,9 +115,13 @@ def test_wake_ends_a_wait_and_is_never_lost(make):
         t.start()
         while not b.t._waiter.inbound._waiting:  # type: ignore[union-attr]
             threading.Event().wait(0.001)
-        waiter.wake()  # ends a wait in progress
+        waiter.wake()  # ends a wait in progress (a frame on PULL, CURVE server or not)
         assert done.wait(10)
         t.join(10)
+        st = b.t.stats()
+        assert st["frames_in"] == 0 and not any(
+            v for k, v in st.items() if k.startswith("drop_")
+        ), st  # a wake-up is neither a message nor a drop
     finally:
         b.t.stop()
     try:
