@@ -235,14 +235,18 @@ class IoLoop:
             sub.setsockopt(zmq.SUBSCRIBE, topic)
         if self.creds is not None:
             curve_client(sub, self.creds, peer.info.key)
+        # The monitor before connect: a connection that completes at once must not
+        # complete unseen (its DISCONNECTED would then not count as a drop).
+        sub_mon = sub.get_monitor_socket(MONITOR_EVENTS)
         try:
             sub.connect(peer.info.pub)
         except zmq.ZMQError as exc:
+            sub.disable_monitor()
+            sub_mon.close(0)
             sub.close(0)
             self.drops.drop("endpoint", peer.node_id, f"{peer.info.pub}: {exc}")
             return
-        peer.sub = sub
-        peer.sub_mon = sub.get_monitor_socket(MONITOR_EVENTS)
+        peer.sub, peer.sub_mon = sub, sub_mon
         self.by_sub[sub] = peer
         self.by_monitor[peer.sub_mon] = (peer, "sub")
         self.poller.register(sub, zmq.POLLIN)
@@ -460,14 +464,16 @@ class IoLoop:
         push.setsockopt(zmq.IMMEDIATE, 1)
         if self.creds is not None:
             curve_client(push, self.creds, peer.info.key)
+        push_mon = push.get_monitor_socket(MONITOR_EVENTS)  # before connect: see open_sub
         try:
             push.connect(peer.info.pull)
         except zmq.ZMQError as exc:
+            push.disable_monitor()
+            push_mon.close(0)
             push.close(0)
             self.drop_backlog(peer, "endpoint")
             self.drops.drop("endpoint", peer.node_id, f"{peer.info.pull}: {exc}", 0)
             return
-        push_mon = push.get_monitor_socket(MONITOR_EVENTS)
         with peer.lock:  # the lock hands the new socket to callers (a memory barrier)
             peer.push, peer.push_mon = push, push_mon
         self.by_push[push] = peer
