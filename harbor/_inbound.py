@@ -103,7 +103,7 @@ class Inbound:
         self.parked: list[tuple[float, Header, bytes]] = []
         self.parked_bytes = 0
         self._seen_version = 0
-        # Owner: the lock holder. Monotonic time a worker last held PULL (0: never).
+        # Owner: the lock holder. Monotonic time a worker last took or left PULL (0: never).
         self.last_worker = 0.0
         self.workers = False  # set once, before start: idle workers read PULL
 
@@ -120,6 +120,7 @@ class Inbound:
         # the I/O thread takes the lock, and it never holds it across a poll.
         self.lock.acquire()
         try:
+            self.last_worker = time.monotonic()  # the I/O thread leaves PULL to us now
             with self._wake_lock:
                 if self.closed:
                     return False
@@ -292,6 +293,12 @@ class Inbound:
                 self.read(now)
         finally:
             self.lock.release()
+
+    def read_held(self, readable: bool, now: float) -> None:
+        """The I/O thread's read while it holds the lock (it polled PULL itself)."""
+        self._catch_up(now)
+        if readable:
+            self.read(now)
 
     def set_members(self, members: dict[int, int]) -> None:
         """Publish a new peer set (the I/O thread); the reader delivers parked frames

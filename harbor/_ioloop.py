@@ -40,6 +40,7 @@ from harbor.wire import (
 # With idle workers reading PULL: the I/O thread reads it itself when no worker has
 # held it for this long (every worker busy), so inbound traffic never waits for one.
 FALLBACK_AFTER: Final = 0.02  # seconds
+HOLD_MS: Final = 5  # ... polling PULL for at most this long per turn (milliseconds)
 # Frames are packed up to this size (or max_frame if smaller): big enough to amortize the
 # per-frame cost, small enough that decoding one never holds the receiver's turn for long.
 BATCH_BYTES: Final = 256 * 1024
@@ -133,17 +134,38 @@ class IoLoop:
         sh = self.shared
         now = time.monotonic()
         timeout = max(0, min(100, int((self.next_hb - now) * 1000) + 1))
+        # Every worker busy for a while (none waited on PULL lately): this thread polls
+        # PULL too, holding the inbound lock (never blocking for it) and for at most
+        # HOLD_MS, so a worker that goes idle gets PULL back within that.
+        inb = self.inbound
+        held = (
+            inb.workers and now - inb.last_worker >= FALLBACK_AFTER
+            and inb.lock.acquire(blocking=False)
+        )
+        if held:
+            self.poller.register(self.pull, zmq.POLLIN)
+            timeout = min(timeout, HOLD_MS)
         sh.idle = True  # before looking at the deques: see Shared.idle
         if sh.out or sh.ctl or sh.stopping:
             timeout = 0
-        events = dict(self.poller.poll(timeout))
+        try:
+            events = dict(self.poller.poll(timeout))
+        finally:
+            if held:
+                self.poller.unregister(self.pull)
         sh.idle = False
         if self.wake_rx in events:
             while self._recv(self.wake_rx) is not None:
                 pass
         while sh.ctl:
             self.control(sh.ctl.popleft())
-        self.inbound.turn(self.pull in events, time.monotonic(), FALLBACK_AFTER)
+        if held:
+            try:
+                inb.read_held(self.pull in events, time.monotonic())
+            finally:
+                inb.lock.release()
+        else:
+            inb.turn(self.pull in events, time.monotonic(), FALLBACK_AFTER)
         for sock in events:
             if sock in self.by_sub:
                 self.read_sub(self.by_sub[sock])

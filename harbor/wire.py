@@ -36,10 +36,10 @@ message itself comes back as a tuple; what is inside its payload does not).
 
 from __future__ import annotations
 
+import struct
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from struct import error as StructError
 from struct import unpack_from
 from typing import Any, Final, NamedTuple
 
@@ -279,7 +279,7 @@ def _fast_header(data: bytes | memoryview) -> Header | None:
             count = unpack_from(">I", b, pos + 1)[0]
         else:
             return None
-    except (IndexError, StructError):  # cut short
+    except (IndexError, struct.error):  # cut short
         return None
     if vals[0] != VERSION or count > MAX_CONTAINER_LEN:
         return None
