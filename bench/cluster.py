@@ -5,7 +5,8 @@ Starts ZooKeeper and Redis with scripts/servers.sh if they are not up. One
 JSON line per figure; the raw pyzmq limits (PUSH/PULL one per frame and 100
 per frame, a DEALER/ROUTER round trip) are measured in the same run, and the
 issue 13 targets are printed as ratios to them (``target_*`` lines, each with
-``met``): sequential call RTT <= 1.2x the raw DEALER/ROUTER round trip (p99
+``met``); CPU and voluntary context switches (hand-offs) per sequential call
+are printed for both processes: sequential call RTT <= 1.2x the raw DEALER/ROUTER round trip (p99
 printed beside), one-way >= 0.8x raw PUSH/PULL at one message per frame. The
 32-caller and 100-pair figures have no raw counterpart: compare them with the
 same figures of the previous code measured in the same sitting.
@@ -88,6 +89,25 @@ class Pinger(Service):
             self.done.set()
 
 
+def _proc(pid: int) -> tuple[float, int]:
+    """(CPU seconds, voluntary context switches of every thread) of process ``pid``.
+
+    The switches count hand-offs: a thread that blocks and is woken again. Less
+    sensitive to a busy machine than wall time (Linux /proc).
+    """
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    switches = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches"):
+                    switches += int(line.split()[1])
+        except OSError:  # the thread ended meanwhile
+            pass
+    return cpu, switches
+
+
 def servers_env() -> dict[str, str]:
     script = ROOT / "scripts" / "servers.sh"
     if subprocess.run([script, "status"], check=False, capture_output=True).returncode != 0:
@@ -131,10 +151,16 @@ def run(args: argparse.Namespace, env: dict[str, str], keys_dir: str | None) -> 
         count, _ = node.call(sink, "until", args.n, timeout=600)
         oneway = count / (time.perf_counter() - t0)
         emit(f"cluster_oneway_msgs{sfx}", oneway, "msgs/s")
-        # sequential round trip
+        # sequential round trip, with CPU and hand-offs (voluntary switches) per call
+        before = _proc(os.getpid()), _proc(remote.pid)
         elapsed, p99 = node.call(b, "calls", sink, args.calls, timeout=600)
+        after = _proc(os.getpid()), _proc(remote.pid)
         rtt = elapsed / args.calls * 1e6
         emit(f"cluster_call_rtt{sfx}", rtt, "us", p99=round(p99, 2))
+        cpu = [(a[0] - b0[0]) / args.calls * 1e6 for a, b0 in zip(after, before, strict=True)]
+        sw = [(a[1] - b0[1]) / args.calls for a, b0 in zip(after, before, strict=True)]
+        emit(f"cluster_call_cpu{sfx}", cpu[0], "us/call", callee=round(cpu[1], 1))
+        emit(f"cluster_call_switches{sfx}", sw[0], "per call", callee=round(sw[1], 2))
         # concurrent callers
         callers = [node.newservice(Blaster) for _ in range(args.callers)]
         per = max(1, args.calls // args.callers * 4)
