@@ -103,7 +103,8 @@ class Inbound:
         self.parked: list[tuple[float, Header, bytes]] = []
         self.parked_bytes = 0
         self._seen_version = 0
-        # Owner: the lock holder. Monotonic time a worker last took or left PULL (0: never).
+        # Monotonic time a worker last asked for, took or left PULL (0: never). Written by
+        # the waiting worker (one float store, GIL-atomic); read by the I/O thread.
         self.last_worker = 0.0
         self.workers = False  # set once, before start: idle workers read PULL
 
@@ -116,11 +117,14 @@ class Inbound:
         its own way). Frames read are delivered here, in the caller's thread:
         their messages are in their mailboxes on return.
         """
-        # Blocking: besides one idle worker (the scheduler lets one wait at a time) only
-        # the I/O thread takes the lock, and it never holds it across a poll.
+        # Said before taking the lock: the I/O thread, which takes PULL in 5 ms turns while
+        # no worker has lately, then stops re-taking it (else it could win the lock at
+        # every turn and starve us). Besides one idle worker (the scheduler lets one wait
+        # at a time) only the I/O thread takes the lock, never across a blocking call.
+        self.last_worker = time.monotonic()
         self.lock.acquire()
         try:
-            self.last_worker = time.monotonic()  # the I/O thread leaves PULL to us now
+            self.last_worker = time.monotonic()
             with self._wake_lock:
                 if self.closed:
                     return False

@@ -73,6 +73,10 @@ def test_an_idle_worker_receives_and_delivers_in_its_own_thread(make):
         w = threading.Thread(target=worker, name="idle-worker")
         w.start()
         try:
+            # Until a worker waits, the I/O thread reads PULL (nobody else would): send
+            # once the worker is blocked in its wait.
+            inbound = b.t._waiter.inbound  # type: ignore[union-attr]
+            assert b.wait(lambda: inbound._waiting)
             for i in range(50):
                 a.t.send(2, (DEST, 1, i, 0, i))
             assert b.wait(lambda: len(b.msgs) == 50)
