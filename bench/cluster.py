@@ -1,9 +1,15 @@
-"""Cross-node benchmarks (issue 4): two node processes over the real harbor.
+"""Cross-node benchmarks (issues 4, 13): two node processes over the real harbor.
 
 Run: ``python -m bench.cluster [--n 300000] [--calls 20000] [--curve off|on|both]``.
 Starts ZooKeeper and Redis with scripts/servers.sh if they are not up. One
 JSON line per figure; the raw pyzmq limits (PUSH/PULL one per frame and 100
-per frame, a DEALER/ROUTER round trip) are measured in the same run.
+per frame, a DEALER/ROUTER round trip) are measured in the same run, and the
+issue 13 targets are printed as ratios to them (``target_*`` lines, each with
+``met``); CPU and voluntary context switches (hand-offs) per sequential call
+are printed for both processes: sequential call RTT <= 1.2x the raw DEALER/ROUTER round trip (p99
+printed beside), one-way >= 0.8x raw PUSH/PULL at one message per frame. The
+32-caller and 100-pair figures have no raw counterpart: compare them with the
+same figures of the previous code measured in the same sitting.
 
 ``--curve on`` runs both nodes with cluster credentials (a keys directory from
 :func:`harbor.keys.generate`, given as ``keys_dir``/``SKYMESH_KEYS_DIR``): the
@@ -47,11 +53,59 @@ class Blaster(Service):
 
     @expose
     async def calls(self, dest, n):
+        """``n`` sequential calls: (total seconds, p99 of one call in µs)."""
         call = self.call
-        t0 = time.perf_counter()
+        clock = time.perf_counter
+        samples = []
+        t0 = clock()
         for i in range(n):
+            t1 = clock()
             await call(dest, "echo", i)
-        return time.perf_counter() - t0
+            samples.append(clock() - t1)
+        elapsed = clock() - t0
+        samples.sort()
+        return elapsed, samples[int(len(samples) * 0.99)] * 1e6
+
+
+class Pinger(Service):
+    """The local half of a pair: sends the ball ``rounds`` times, sets ``done`` after."""
+
+    def on_start(self) -> None:
+        self.left = 0
+        self.done: threading.Event | None = None
+
+    @expose
+    def start(self, peer, rounds, done):
+        self.left = rounds
+        self.done = done
+        self.send(peer, "ball", self.handle)
+
+    @expose
+    def ball(self, peer):
+        self.left -= 1
+        if self.left:
+            self.send(peer, "ball", self.handle)
+        elif self.done is not None:
+            self.done.set()
+
+
+def _proc(pid: int) -> tuple[float, int]:
+    """(CPU seconds, voluntary context switches of every thread) of process ``pid``.
+
+    The switches count hand-offs: a thread that blocks and is woken again. Less
+    sensitive to a busy machine than wall time (Linux /proc).
+    """
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    switches = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches"):
+                    switches += int(line.split()[1])
+        except OSError:  # the thread ended meanwhile
+            pass
+    return cpu, switches
 
 
 def servers_env() -> dict[str, str]:
@@ -95,11 +149,18 @@ def run(args: argparse.Namespace, env: dict[str, str], keys_dir: str | None) -> 
         t0 = time.perf_counter()
         node.call(b, "blast", sink, args.n, timeout=600)
         count, _ = node.call(sink, "until", args.n, timeout=600)
-        v = count / (time.perf_counter() - t0)
-        emit(f"cluster_oneway_msgs{sfx}", v, "msgs/s")
-        # sequential round trip
-        elapsed = node.call(b, "calls", sink, args.calls, timeout=600)
-        emit(f"cluster_call_rtt{sfx}", elapsed / args.calls * 1e6, "us")
+        oneway = count / (time.perf_counter() - t0)
+        emit(f"cluster_oneway_msgs{sfx}", oneway, "msgs/s")
+        # sequential round trip, with CPU and hand-offs (voluntary switches) per call
+        before = _proc(os.getpid()), _proc(remote.pid)
+        elapsed, p99 = node.call(b, "calls", sink, args.calls, timeout=600)
+        after = _proc(os.getpid()), _proc(remote.pid)
+        rtt = elapsed / args.calls * 1e6
+        emit(f"cluster_call_rtt{sfx}", rtt, "us", p99=round(p99, 2))
+        cpu = [(a[0] - b0[0]) / args.calls * 1e6 for a, b0 in zip(after, before, strict=True)]
+        sw = [(a[1] - b0[1]) / args.calls for a, b0 in zip(after, before, strict=True)]
+        emit(f"cluster_call_cpu{sfx}", cpu[0], "us/call", callee=round(cpu[1], 1))
+        emit(f"cluster_call_switches{sfx}", sw[0], "per call", callee=round(sw[1], 2))
         # concurrent callers
         callers = [node.newservice(Blaster) for _ in range(args.callers)]
         per = max(1, args.calls // args.callers * 4)
@@ -112,6 +173,18 @@ def run(args: argparse.Namespace, env: dict[str, str], keys_dir: str | None) -> 
             t.join()
         v = per * len(callers) / (time.perf_counter() - t0)
         emit(f"cluster_calls_concurrent{sfx}", v, "calls/s", callers=len(callers))
+        # 100 pairs ping-ponging across the two nodes (skynet's pairs, one side per node)
+        pairs, rounds = 100, max(1, args.n // 200)
+        bouncers = node.call(sink, "bouncers", pairs, timeout=120)
+        pingers = [node.newservice(Pinger) for _ in range(pairs)]
+        events = [threading.Event() for _ in range(pairs)]
+        t0 = time.perf_counter()
+        for p, b2, ev in zip(pingers, bouncers, events, strict=True):
+            node.send(p, "start", b2, rounds, ev)
+        for ev in events:
+            ev.wait(600)
+        v = pairs * rounds * 2 / (time.perf_counter() - t0)
+        emit(f"cluster_pairs100_msgs{sfx}", v, "msgs/s", pairs=pairs, rounds=rounds)
     finally:
         node.stop()
         remote.terminate()
@@ -120,10 +193,15 @@ def run(args: argparse.Namespace, env: dict[str, str], keys_dir: str | None) -> 
     from bench import zmq_baseline as zb
 
     curve = zb.curve_keys() if keys_dir else None
-    emit(f"pyzmq_push_pull_1_per_frame{sfx}", zb.push_pull(args.n, 1, curve), "msgs/s")
+    raw_1pf = zb.push_pull(args.n, 1, curve)
+    emit(f"pyzmq_push_pull_1_per_frame{sfx}", raw_1pf, "msgs/s")
     emit(f"pyzmq_push_pull_100_per_frame{sfx}", zb.push_pull(args.n, 100, curve), "msgs/s")
-    mean, p99 = zb.dealer_router(max(2000, args.calls // 4), curve)
-    emit(f"pyzmq_dealer_router_rtt{sfx}", mean, "us", p99=round(p99, 2))
+    mean, raw_p99 = zb.dealer_router(max(2000, args.calls // 4), curve)
+    emit(f"pyzmq_dealer_router_rtt{sfx}", mean, "us", p99=round(raw_p99, 2))
+    emit(f"target_call_rtt_ratio{sfx}", rtt / mean, "x raw", goal="<= 1.2",
+         met=rtt / mean <= 1.2, p99_ratio=round(p99 / raw_p99, 3))
+    emit(f"target_oneway_ratio{sfx}", oneway / raw_1pf, "x raw", goal=">= 0.8",
+         met=oneway / raw_1pf >= 0.8)
 
 
 def main() -> None:

@@ -34,3 +34,16 @@ class Sink(Service):
     @expose
     def echo(self, x):
         return x
+
+    @expose
+    async def bouncers(self, n):
+        """Start ``n`` Bouncers here (the remote halves of bench/cluster.py's pairs)."""
+        return [await self.newservice(Bouncer) for _ in range(n)]
+
+
+class Bouncer(Service):
+    """Sends every ball straight back to the service that sent it."""
+
+    @expose
+    def ball(self, peer):
+        self.send(peer, "ball", self.handle)

@@ -20,6 +20,7 @@ from harbor.errors import (
 )
 from harbor.inproc import InprocHub, InprocTransport
 from harbor.keys import Credentials
+from harbor.listener import Listener
 from harbor.transport import DEFAULT_MAX_BACKLOG, DEFAULT_MAX_FRAME, PeerInfo, Transport
 from harbor.wire import WirePolicy
 from harbor.zmq_transport import ZmqTransport
@@ -34,6 +35,7 @@ __all__ = [
     "HarborError",
     "InprocHub",
     "InprocTransport",
+    "Listener",
     "PayloadError",
     "PeerDown",
     "PeerInfo",

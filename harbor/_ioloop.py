@@ -1,15 +1,16 @@
 """The harbor I/O thread: the only code that touches ZeroMQ sockets after ``start()``.
 
 One turn: poll; apply control commands (peer set, subscriptions,
-publications); read frames from PULL and publications/heartbeats from SUB;
-read socket-monitor events; pack every queued outgoing message into one frame
-per (peer, run of equal destination incarnation) and send; publish a
-heartbeat when due; report silent peers.
+publications); read frames from PULL (unless the node's idle workers read
+it: :mod:`harbor._inbound`) and publications/heartbeats from SUB; read
+socket-monitor events; pack every queued outgoing message into one frame per
+(peer, run of equal destination incarnation) and send; publish a heartbeat
+when due; report silent peers.
 
-An inbound frame is checked in order of cost: its size (ZeroMQ's MAXMSGSIZE
-already cut longer ones), its connection's ZAP User-Id against the node id
-its header claims (with credentials), the header against the peer set, and
-only then are its messages decoded (with msgpack limits and the wire policy).
+PUSH sockets are shared with caller threads: each peer's ``lock``
+(:class:`harbor._shared.Peer`) is held by whoever touches its PUSH socket --
+this thread (flush, open, close) or a caller sending a frame directly
+(:meth:`harbor.zmq_transport.ZmqTransport.send`).
 """
 
 from __future__ import annotations
@@ -22,36 +23,35 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from harbor._droplog import DropLog
+from harbor._inbound import Inbound
 from harbor._shared import Peer, Shared
 from harbor.curve import curve_client
 from harbor.errors import FrameError
-from harbor.keys import CLUSTER, OPERATOR, Credentials
-from harbor.transport import DeliverFn, DeliverPubFn, PeerDownFn, PeerInfo
+from harbor.keys import OPERATOR, Credentials
+from harbor.transport import DeliverPubFn, PeerDownFn, PeerInfo
 from harbor.wire import (
     FRAME_OVERHEAD,
     HEARTBEAT_TOPIC,
-    Header,
-    WirePolicy,
-    check_header,
-    decode_frame,
     decode_publication,
     encode_heartbeat,
     join_frame,
-    peek_header,
 )
 
-# A turn stops reading PULL after this many frames or this long, so heartbeats go out and
-# come in on time however much traffic (or however slow a deliver callback) there is.
-PULL_PER_TURN: Final = 256
-PARK_LIMIT: Final = 256  # frames parked for not-yet-known nodes ...
-PARK_BYTES: Final = 32 * 1024 * 1024  # ... and their bytes
-TURN_BUDGET: Final = 0.02  # seconds
+# With idle workers reading PULL: the I/O thread reads it itself when no worker has
+# held it for this long (every worker busy), so inbound traffic never waits for one.
+FALLBACK_AFTER: Final = 0.02  # seconds
+HOLD_MS: Final = 5  # ... polling PULL for at most this long per turn (milliseconds)
 # Frames are packed up to this size (or max_frame if smaller): big enough to amortize the
 # per-frame cost, small enough that decoding one never holds the receiver's turn for long.
 BATCH_BYTES: Final = 256 * 1024
 SUB_PER_TURN: Final = 4096  # publications read per turn; silence is judged only when SUB is drained
 MONITOR_EVENTS: Final = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
 SNDHWM: Final = 256  # frames queued in ZeroMQ per peer before frames wait in our backlog
+# Silence under load: a peer's timeout is LOAD_FACTOR times the longest recent gap between
+# its heartbeats, within [peer_timeout, peer_timeout_max]; the gap decays by GAP_DECAY per
+# heartbeat, so a peer that is on time again is back to peer_timeout within a few seconds.
+LOAD_FACTOR: Final = 3.0
+GAP_DECAY: Final = 0.9
 
 
 def user_ids(credentials: Credentials | None) -> frozenset[str] | None:
@@ -71,13 +71,13 @@ class IoLoop:
         node_id: int,
         incarnation: int,
         ctx: zmq.Context[zmq.Socket[bytes]],
-        sockets: tuple[zmq.Socket[bytes], zmq.Socket[bytes], zmq.Socket[bytes]],
-        callbacks: tuple[DeliverFn, DeliverPubFn, PeerDownFn],
+        sockets: tuple[zmq.Socket[bytes], zmq.Socket[bytes]],
+        inbound: Inbound,
+        callbacks: tuple[DeliverPubFn, PeerDownFn],
         droplog: DropLog,
         max_frame: int,
-        timing: tuple[float, float, float],
+        timing: tuple[float, float, float, float],
         credentials: Credentials | None = None,
-        policy: WirePolicy | None = None,
         before_term: Callable[[], None] | None = None,
     ) -> None:
         # Immutable after __init__: identity, sockets, callbacks, limits.
@@ -85,32 +85,26 @@ class IoLoop:
         self.node_id = node_id
         self.incarnation = incarnation
         self.ctx = ctx
-        self.pull, self.pub, self.wake_rx = sockets
-        self.deliver, self.deliver_pub, self.on_peer_down = callbacks
+        self.pub, self.wake_rx = sockets
+        self.inbound = inbound
+        self.pull = inbound.pull
+        self.deliver_pub, self.on_peer_down = callbacks
         self.drops = droplog
         self.counts = droplog.counts
         self.max_frame = max_frame
-        self.hb_interval, self.peer_timeout, self.join_grace = timing
-        self.policy = policy
+        self.hb_interval, self.peer_timeout, self.join_grace, self.peer_timeout_max = timing
         self.before_term = before_term  # closes other sockets of ctx (the ZAP handler's)
         # Mutable, I/O thread: the credentials in force and the User-Ids they allow (None:
         # no credentials). Replaced together by a "creds" command.
         self.creds = credentials
-        self.user_ids = user_ids(credentials)
+        inbound.user_ids = user_ids(credentials)
         # node id -> advertised key, for peers left out because their key is not allowed.
         self.untrusted: dict[int, str] = {}
         # Mutable, all owned by the I/O thread (only it reads or writes them).
         # Invariant: members, by_monitor, by_push and by_sub index exactly the peers in
         # self.peers (and their open sockets).
         self.peers: dict[int, Peer] = {}  # node id -> peer, as last applied from set_peers
-        self.members: dict[int, int] = {}  # node id -> incarnation
-        # Frames from a node id not (yet) in the peer set, held up to join_grace: a node
-        # that just joined may call us before our membership watch shows it. Kept raw
-        # (header read, messages not decoded): (parked at, header, data).
-        # Invariant: at most PARK_LIMIT entries and PARK_BYTES bytes (parked_bytes is their
-        # sum); each is delivered or dropped once.
-        self.parked: list[tuple[float, Header, bytes]] = []
-        self.parked_bytes = 0
+        self.members: dict[int, int] = {}  # node id -> incarnation (a copy: inbound.members)
         # PUSH or SUB monitor socket -> (peer, "push" | "sub")
         self.by_monitor: dict[zmq.Socket[bytes], tuple[Peer, str]] = {}
         self.by_push: dict[zmq.Socket[bytes], Peer] = {}  # PUSH socket -> peer
@@ -121,8 +115,9 @@ class IoLoop:
         self.hb_seq = 0  # sequence number of the last heartbeat published
         self.next_hb = 0.0  # monotonic time the next heartbeat is due
         self.poller = zmq.Poller()
-        for s in (self.wake_rx, self.pull):
-            self.poller.register(s, zmq.POLLIN)
+        self.poller.register(self.wake_rx, zmq.POLLIN)
+        if not inbound.workers:  # else idle workers poll PULL (never two threads at once)
+            self.poller.register(self.pull, zmq.POLLIN)
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -139,26 +134,38 @@ class IoLoop:
         sh = self.shared
         now = time.monotonic()
         timeout = max(0, min(100, int((self.next_hb - now) * 1000) + 1))
+        # Every worker busy for a while (none waited on PULL lately): this thread polls
+        # PULL too, holding the inbound lock (never blocking for it) and for at most
+        # HOLD_MS, so a worker that goes idle gets PULL back within that.
+        inb = self.inbound
+        held = (
+            inb.workers and now - inb.last_worker >= FALLBACK_AFTER
+            and inb.lock.acquire(blocking=False)
+        )
+        if held:
+            self.poller.register(self.pull, zmq.POLLIN)
+            timeout = min(timeout, HOLD_MS)
         sh.idle = True  # before looking at the deques: see Shared.idle
         if sh.out or sh.ctl or sh.stopping:
             timeout = 0
-        events = dict(self.poller.poll(timeout))
+        try:
+            events = dict(self.poller.poll(timeout))
+        finally:
+            if held:
+                self.poller.unregister(self.pull)
         sh.idle = False
         if self.wake_rx in events:
             while self._recv(self.wake_rx) is not None:
                 pass
         while sh.ctl:
             self.control(sh.ctl.popleft())
-        if self.pull in events:
-            budget_end = time.monotonic() + TURN_BUDGET
-            for _ in range(PULL_PER_TURN):
-                try:
-                    zf = self.pull.recv(zmq.NOBLOCK, copy=False)
-                except zmq.Again:
-                    break
-                self.on_frame(zf)
-                if time.monotonic() > budget_end:
-                    break  # the rest is read next turn: poll reports PULL readable at once
+        if held:
+            try:
+                inb.read_held(self.pull in events, time.monotonic())
+            finally:
+                inb.lock.release()
+        else:
+            inb.turn(self.pull in events, time.monotonic(), FALLBACK_AFTER)
         for sock in events:
             if sock in self.by_sub:
                 self.read_sub(self.by_sub[sock])
@@ -177,8 +184,6 @@ class IoLoop:
         if now >= self.next_hb:
             self.heartbeat(now)
             # Judge silence only on a drained SUB: a heartbeat may be waiting in it.
-            if self.parked:
-                self.unpark(0, now - self.join_grace)
             drained = [self.read_sub(p) for p in list(self.by_sub.values())]  # read every one
             if all(drained):
                 self.check_silence(time.monotonic())
@@ -202,7 +207,7 @@ class IoLoop:
             self.apply_peers(cmd[1], cmd[2])
         elif op == "creds":
             self.creds = cmd[1]
-            self.user_ids = user_ids(cmd[1])
+            self.inbound.user_ids = user_ids(cmd[1])
         elif op == "sub" and cmd[1] not in self.topics:
             self.topics.add(cmd[1])
             for sub in self.by_sub:
@@ -238,7 +243,7 @@ class IoLoop:
         """Start tracking ``peer`` and subscribe to its PUB socket."""
         self.peers[peer.node_id] = peer
         self.members[peer.node_id] = peer.info.incarnation
-        self.unpark(peer.node_id)
+        self.inbound.set_members(dict(self.members))  # the reader unparks its frames
         self.open_sub(peer)
         self.counts["peers"] = len(self.peers)
 
@@ -252,14 +257,18 @@ class IoLoop:
             sub.setsockopt(zmq.SUBSCRIBE, topic)
         if self.creds is not None:
             curve_client(sub, self.creds, peer.info.key)
+        # The monitor before connect: a connection that completes at once must not
+        # complete unseen (its DISCONNECTED would then not count as a drop).
+        sub_mon = sub.get_monitor_socket(MONITOR_EVENTS)
         try:
             sub.connect(peer.info.pub)
         except zmq.ZMQError as exc:
+            sub.disable_monitor()
+            sub_mon.close(0)
             sub.close(0)
             self.drops.drop("endpoint", peer.node_id, f"{peer.info.pub}: {exc}")
             return
-        peer.sub = sub
-        peer.sub_mon = sub.get_monitor_socket(MONITOR_EVENTS)
+        peer.sub, peer.sub_mon = sub, sub_mon
         self.by_sub[sub] = peer
         self.by_monitor[peer.sub_mon] = (peer, "sub")
         self.poller.register(sub, zmq.POLLIN)
@@ -272,6 +281,7 @@ class IoLoop:
         self.drop_backlog(peer, "peer-left")
         del self.peers[peer.node_id]
         del self.members[peer.node_id]
+        self.inbound.set_members(dict(self.members))
         self.shared.down.discard((peer.node_id, peer.info.incarnation))
         self.close_sub(peer)
         self.close_push(peer)
@@ -296,15 +306,22 @@ class IoLoop:
         if peer.push is None:
             return
         assert peer.push_mon is not None
+        if self.shared.direct.get(peer.node_id) is peer:
+            direct = dict(self.shared.direct)
+            del direct[peer.node_id]
+            self.shared.direct = direct
         self.by_monitor.pop(peer.push_mon, None)
         self.by_push.pop(peer.push, None)
         for s in (peer.push, peer.push_mon):
             if s in self.poller:
                 self.poller.unregister(s)
-        peer.push.disable_monitor()
-        peer.push_mon.close(0)
-        peer.push.close(0)
-        peer.push = peer.push_mon = None
+        with peer.lock:  # a caller sending directly finishes first; then none can start
+            peer.push.disable_monitor()
+            peer.push_mon.close(0)
+            peer.push.close(0)
+            peer.push = peer.push_mon = None
+            self.shared.direct_gone += peer.direct_frames
+            peer.direct_frames = 0
 
     def report_down(self, peer: Peer, reason: str) -> None:
         """Tell the node ``peer`` is down, once per (node, incarnation); drop its backlog."""
@@ -343,63 +360,6 @@ class IoLoop:
 
     # -- inbound ------------------------------------------------------------------------
 
-    def on_frame(self, zf: zmq.Frame) -> None:
-        """Check the identity and header of one actor frame, then decode and deliver it.
-
-        Every rejection is dropped and counted; none decodes the messages.
-        """
-        data = zf.buffer
-        try:
-            head = peek_header(data, self.max_frame)
-        except FrameError as exc:
-            self.drops.drop(exc.reason, 0, exc.detail)
-            return
-        if self.user_ids is not None:
-            try:
-                uid = zf.get("User-Id")
-            except zmq.ZMQError:  # no ZAP User-Id: not a CURVE connection (cannot happen)
-                uid = ""
-            if uid not in self.user_ids:
-                self.drops.drop("revoked", head.src_node, f"key of {uid!r} is not allowed")
-                return
-            if uid != CLUSTER and uid != str(head.src_node):
-                self.drops.drop("impostor", head.src_node, f"sent with the key of {uid}")
-                return
-        try:
-            check_header(head, self.node_id, self.incarnation, self.members)
-        except FrameError as exc:
-            if exc.reason == "nonmember" and head.src_node not in self.members:
-                self.park(head, zf.bytes)
-                return
-            self.drops.drop(exc.reason, head.src_node, exc.detail)
-            return
-        self.accept(head, data)
-
-    def park(self, head: Header, data: bytes) -> None:
-        """Hold a frame from a node id not in the peer set (yet), within the bounds."""
-        if len(self.parked) >= PARK_LIMIT or self.parked_bytes + len(data) > PARK_BYTES:
-            self.drops.drop("park-full", head.src_node, f"{len(data)} bytes, parking full")
-            return
-        self.parked.append((time.monotonic(), head, data))
-        self.parked_bytes += len(data)
-
-    def accept(self, head: Header, data: bytes | memoryview) -> None:
-        """Decode and deliver a frame whose header passed the checks."""
-        try:
-            frame = decode_frame(data, self.max_frame, self.policy)
-        except FrameError as exc:
-            # A refused kind drops the whole frame (only a misbehaving member sends one):
-            # counted in messages, so the count says how much was lost.
-            n = head.n_messages if exc.reason == "kind" else 1
-            self.drops.drop(exc.reason, head.src_node, exc.detail, n)
-            return
-        self.counts["frames_in"] += 1
-        self.counts["msgs_in"] += len(frame.messages)
-        try:
-            self.deliver(frame.src_node, frame.src_incarnation, frame.messages)
-        except Exception as exc:
-            self.drops.drop("callback", frame.src_node, f"deliver raised {exc!r}")
-
     def read_sub(self, peer: Peer) -> bool:
         """Handle ``peer``'s queued publications; True if drained (silence can be judged)."""
         for _ in range(SUB_PER_TURN):
@@ -428,11 +388,7 @@ class IoLoop:
             self.drops.drop("nonmember", pub.src_node, f"publication from {pub.src_incarnation}")
             return
         if not pub.channel:
-            peer = self.peers[pub.src_node]
-            peer.last_heard = time.monotonic()
-            self.counts["heartbeats_in"] += 1
-            if peer.down:
-                self.revive(peer)
+            self.heard(self.peers[pub.src_node], time.monotonic())
             return
         if parts[0] not in self.topics:
             return  # queued before an unsubscribe took effect
@@ -498,22 +454,26 @@ class IoLoop:
             if peer.push is None:
                 return
         push = peer.push
-        while peer.backlog:
-            frame, n, size = peer.backlog[0]
-            try:
-                push.send(frame, zmq.NOBLOCK)
-            except zmq.Again:
-                self.poller.register(push, zmq.POLLOUT)
-                return
-            except zmq.ZMQError as exc:
-                self.drops.drop("send-error", peer.node_id, str(exc), n)
-            else:
-                self.counts["frames_out"] += 1
-                self.counts["msgs_out"] += n
-            peer.backlog.popleft()
-            self.shared.release(peer.node_id, size)
-        if push in self.poller:
-            self.poller.unregister(push)
+        # Under the peer's lock: callers may send on this socket directly. While the
+        # backlog is not empty its bytes are pending, so callers queue instead (and do not
+        # touch the socket while it is registered for POLLOUT in this thread's poll).
+        with peer.lock:
+            while peer.backlog:
+                frame, n, size = peer.backlog[0]
+                try:
+                    push.send(frame, zmq.NOBLOCK)
+                except zmq.Again:
+                    self.poller.register(push, zmq.POLLOUT)
+                    return
+                except zmq.ZMQError as exc:
+                    self.drops.drop("send-error", peer.node_id, str(exc), n)
+                else:
+                    self.counts["frames_out"] += 1
+                    self.counts["msgs_out"] += n
+                peer.backlog.popleft()
+                self.shared.release(peer.node_id, size)
+            if push in self.poller:
+                self.poller.unregister(push)
 
     def open_push(self, peer: Peer) -> None:
         """Connect a PUSH socket (and its monitor) to ``peer``'s PULL endpoint."""
@@ -526,18 +486,22 @@ class IoLoop:
         push.setsockopt(zmq.IMMEDIATE, 1)
         if self.creds is not None:
             curve_client(push, self.creds, peer.info.key)
+        push_mon = push.get_monitor_socket(MONITOR_EVENTS)  # before connect: see open_sub
         try:
             push.connect(peer.info.pull)
         except zmq.ZMQError as exc:
+            push.disable_monitor()
+            push_mon.close(0)
             push.close(0)
             self.drop_backlog(peer, "endpoint")
             self.drops.drop("endpoint", peer.node_id, f"{peer.info.pull}: {exc}", 0)
             return
-        peer.push = push
+        with peer.lock:  # the lock hands the new socket to callers (a memory barrier)
+            peer.push, peer.push_mon = push, push_mon
         self.by_push[push] = peer
-        peer.push_mon = push.get_monitor_socket(MONITOR_EVENTS)
-        self.by_monitor[peer.push_mon] = (peer, "push")
-        self.poller.register(peer.push_mon, zmq.POLLIN)
+        self.by_monitor[push_mon] = (peer, "push")
+        self.poller.register(push_mon, zmq.POLLIN)
+        self.shared.direct = {**self.shared.direct, peer.node_id: peer}
 
     # -- timers -------------------------------------------------------------------------
 
@@ -549,29 +513,24 @@ class IoLoop:
         self.counts["heartbeats_out"] += 1
         self.next_hb = now + self.hb_interval
 
-    def unpark(self, node_id: int, expire_before: float = 0.0) -> None:
-        """Deliver parked frames of ``node_id`` that now pass; drop expired ones."""
-        keep: list[tuple[float, Header, bytes]] = []
-        for at, head, data in self.parked:
-            if head.src_node == node_id:
-                try:
-                    check_header(head, self.node_id, self.incarnation, self.members)
-                except FrameError as exc:
-                    self.drops.drop(exc.reason, head.src_node, exc.detail)
-                    continue
-                self.accept(head, data)
-            elif at < expire_before:
-                self.drops.drop("nonmember", head.src_node, "never joined")
-            else:
-                keep.append((at, head, data))
-        self.parked = keep
-        self.parked_bytes = sum(len(d) for _, _, d in keep)
+    def heard(self, peer: Peer, now: float) -> None:
+        """A heartbeat from ``peer`` read at ``now``: note it and the gap since the last."""
+        if peer.last_heard:
+            peer.gap = max(now - peer.last_heard, peer.gap * GAP_DECAY)
+        peer.last_heard = now
+        self.counts["heartbeats_in"] += 1
+        if peer.down:
+            self.revive(peer)
+
+    def timeout_of(self, peer: Peer) -> float:
+        """``peer``'s silence timeout now: scaled by how late its heartbeats came lately."""
+        return min(self.peer_timeout_max, max(self.peer_timeout, LOAD_FACTOR * peer.gap))
 
     def check_silence(self, now: float) -> None:
-        """Report peers not heard within the timeout (a new peer gets ``join_grace`` more)."""
+        """Report peers not heard within their timeout (a new peer gets ``join_grace`` more)."""
         for peer in list(self.peers.values()):
             heard = peer.last_heard or peer.added_at + self.join_grace
-            if not peer.down and now - heard > self.peer_timeout:
+            if not peer.down and now - heard > self.timeout_of(peer):
                 self.report_down(peer, "silent")
 
     # -- shutdown -----------------------------------------------------------------------
@@ -585,7 +544,8 @@ class IoLoop:
             if self.shared.wake_tx is not None:
                 self.shared.wake_tx.close(0)
                 self.shared.wake_tx = None
-        for s in (self.pull, self.pub, self.wake_rx):
+        self.inbound.close()
+        for s in (self.pub, self.wake_rx):
             s.close(0)
         if self.before_term is not None:
             self.before_term()

@@ -1,4 +1,4 @@
-"""State shared by caller threads and the harbor I/O thread, and the I/O thread's peer record."""
+"""State shared by caller threads and the harbor I/O thread, and the peer record."""
 
 from __future__ import annotations
 
@@ -43,6 +43,12 @@ class Shared:
     pending: dict[int, int] = field(default_factory=dict)
     pending_lock: threading.Lock = field(default_factory=threading.Lock)
     backlog_full: int = 0  # Owner: send(), under pending_lock. Messages refused.
+    # Owner: the I/O thread replaces the whole dict (copy-on-write); callers read it.
+    # node id -> Peer whose PUSH socket is open: a caller may send to it directly, under
+    # the peer's lock (ZmqTransport.send).
+    direct: dict[int, Peer] = field(default_factory=dict)
+    # Owner: the I/O thread. Frames callers sent directly to peers since removed.
+    direct_gone: int = 0
 
     def release(self, node_id: int, nbytes: int) -> None:
         """The I/O thread sent or dropped ``nbytes`` of ``node_id``'s accepted messages."""
@@ -61,13 +67,24 @@ class Shared:
 
 @dataclass(eq=False)
 class Peer:
-    """I/O-thread view of one peer. Every field is owned by the I/O thread."""
+    """One peer. Fields are owned by the I/O thread except ``push`` (under ``lock``) and
+    the direct-send fields (callers, under ``lock``)."""
 
     node_id: int
     info: PeerInfo
     added_at: float
     last_heard: float = 0.0  # monotonic time of the last heartbeat; 0 = never
+    # The longest recent gap between two of its heartbeats, decaying (GAP_DECAY per
+    # heartbeat): a peer starved by load heartbeats late, and its silence timeout grows.
+    gap: float = 0.0
+    # Held by whoever touches ``push``: the I/O thread (open, flush, close) or a caller
+    # sending a frame directly. A ZeroMQ socket is never used by two threads at once.
+    lock: threading.Lock = field(default_factory=threading.Lock)
     push: zmq.Socket[bytes] | None = None  # created on the first frame to this peer
+    # Owner: callers, under ``lock``. Frames sent directly; perf_counter of the last
+    # direct attempt (a caller sending faster than STREAM_GAP queues, for batching).
+    direct_frames: int = 0
+    last_direct: float = 0.0
     push_mon: zmq.Socket[bytes] | None = None
     sub: zmq.Socket[bytes] | None = None  # connected to the peer's PUB when it is added
     sub_mon: zmq.Socket[bytes] | None = None

@@ -149,7 +149,10 @@ class InprocTransport(_Transport):
         self._members = {n: p.incarnation for n, p in peers.items()}
         self._inbox.put(("peers", peers))
 
-    def send(self, node_id: int, msg: tuple[int, int, int, int, Any], incarnation: int = 0) -> None:
+    def send(
+        self, node_id: int, msg: tuple[int, int, int, int, Any], incarnation: int = 0,
+        batch: bool = False,
+    ) -> None:
         """Deliver ``msg`` to ``node_id`` through its thread (see :meth:`Transport.send`)."""
         if self._state == "stopped":
             raise TransportClosed("transport stopped")

@@ -10,8 +10,11 @@ Contract shared by both:
   Delivery is at-most-once. ``send`` to a node id outside the peer set raises
   ``PeerUnknown`` synchronously; the node turns it into ``NodeDown``.
 - Callbacks (``deliver``, ``deliver_pub``, ``on_peer_down``) run on the
-  transport's own thread, one at a time. They must not block and must not
-  call ``stop()``; they may call ``send``/``publish``.
+  transport's own thread -- except ``deliver`` of the ZeroMQ transport when
+  the node chose ``idle_wait()``: then it may run on the idle worker that
+  received the frame. ``deliver`` calls never overlap each other. Callbacks
+  must not block and must not call ``stop()``; they may call
+  ``send``/``publish``.
 - ``publish`` reaches subscribers on *other* nodes only: delivering to local
   subscribers is the node's job.
 - ``on_peer_down(node_id, incarnation, reason)`` is called at most once per
@@ -126,10 +129,15 @@ class Transport(abc.ABC):
         """
 
     @abc.abstractmethod
-    def send(self, node_id: int, msg: tuple[int, int, int, int, Any], incarnation: int = 0) -> None:
+    def send(
+        self, node_id: int, msg: tuple[int, int, int, int, Any], incarnation: int = 0,
+        batch: bool = False,
+    ) -> None:
         """Queue ``msg`` for ``node_id``. Thread-safe, never blocks.
 
         ``incarnation`` != 0 pins the destination incarnation (replies).
+        ``batch``: the caller has more work queued, so more messages follow soon:
+        a hint to pack this one with them rather than send it at once.
         Raises ``PeerUnknown`` (``PeerDown`` if reported down),
         ``PayloadError`` or ``TransportClosed``.
         """

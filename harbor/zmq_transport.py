@@ -1,13 +1,22 @@
 """ZeroMQ implementation of :class:`harbor.transport.Transport`.
 
-Sockets: a bound PULL (actor frames in), a bound PUB (channels and heartbeats
-out), a PUSH per peer this node sends to, a SUB per peer connected to its
-PUB, and an inproc PAIR to wake the I/O thread. All belong to one harbor I/O
-thread (:mod:`harbor._ioloop`) once ``start()`` returns.
+Sockets: a bound PULL (actor frames in; bound before the node advertises it,
+:mod:`harbor.listener`), a bound PUB (channels and heartbeats out), a PUSH per
+peer this node sends to, a SUB per peer connected to its PUB, and inproc
+PAIRs for wake-ups. The harbor I/O thread (:mod:`harbor._ioloop`) owns PUB,
+SUB and the monitors; each PUSH is used under its peer's lock by the I/O
+thread or by a caller sending a quiet peer's message itself (no hand-off);
+PULL is read under its lock by the I/O thread or, with :meth:`idle_wait`, by
+the node's idle worker, which runs what it receives (:mod:`harbor._inbound`).
+No ZeroMQ socket is ever used by two threads at once.
 
 Failure detection: every transport publishes a heartbeat every
-``heartbeat_interval`` (0.2 s); a peer not heard for ``peer_timeout`` (1 s;
-``join_grace`` more for a peer never heard yet) is reported "silent". The
+``heartbeat_interval`` (0.2 s); a peer not heard for its silence timeout
+(``join_grace`` more for a peer never heard yet) is reported "silent". The
+timeout scales with load: three times the longest recent gap between that
+peer's heartbeats, never below ``peer_timeout`` (1 s) nor above
+``peer_timeout_max`` (5 x ``peer_timeout`` unless given), so a peer starved
+by a busy machine is not declared dead for heartbeating late. The
 socket monitors on SUB and on every PUSH report a peer whose TCP connection
 dropped after it had connected as "disconnected" -- a killed process is seen
 within milliseconds.
@@ -25,14 +34,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from time import perf_counter
+from typing import Any, Final
 
 import zmq
 
 from harbor._droplog import DropLog
+from harbor._inbound import Inbound
 from harbor._ioloop import IoLoop
-from harbor._shared import Shared
-from harbor.curve import HARBOR_DOMAIN, ZapAuthenticator, curve_server
+from harbor._shared import Peer, Shared
+from harbor.curve import ZapAuthenticator
 from harbor.errors import (
     BacklogFull,
     PayloadError,
@@ -40,9 +51,9 @@ from harbor.errors import (
     PeerUnknown,
     PeerUntrusted,
     TransportClosed,
-    TransportError,
 )
 from harbor.keys import CLUSTER, Credentials
+from harbor.listener import Listener
 from harbor.transport import (
     DEFAULT_MAX_BACKLOG,
     DEFAULT_MAX_FRAME,
@@ -58,25 +69,53 @@ from harbor.wire import (
     WirePolicy,
     channel_topic,
     encode_message,
+    join_frame,
 )
 from harbor.wire import encode_publication as _encode_publication
 
-__all__ = ["ZmqTransport"]
+__all__ = ["IdleWaiter", "ZmqTransport"]
 
 _logger = logging.getLogger("harbor")
-# Frames ZeroMQ queues per inbound connection before it stops reading that connection.
-RCVHWM = 64
+# A message goes out at once, in the caller's thread (no hand-off), only when the link
+# is quiet: nothing queued for that peer, the caller has no more work queued (``batch``
+# False) and no message went to that peer within STREAM_GAP seconds -- a call, a reply,
+# a ping-pong. Otherwise it is queued for the I/O thread, which packs a run of messages
+# into one frame per peer per turn (the receiver, and CURVE, pay per frame).
+STREAM_GAP: Final = 200e-6
 
 
-def _bind(sock: zmq.Socket[bytes], host: str, port: int) -> int:
-    """Bind ``sock`` on ``host:port`` (port 0: the OS picks) and return the port."""
-    try:
-        sock.bind(f"tcp://{host}:{port or '*'}")
-    except zmq.ZMQError as exc:
-        raise TransportError(f"cannot bind tcp://{host}:{port}: {exc}") from None
-    endpoint = sock.getsockopt(zmq.LAST_ENDPOINT)
-    assert isinstance(endpoint, bytes)
-    return int(endpoint.rsplit(b":", 1)[1])
+def _pair(
+    ctx: zmq.Context[zmq.Socket[bytes]], addr: str
+) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes]]:
+    """An inproc PAIR (receiver, sender) for wake-ups."""
+    rx, tx = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    for s in (rx, tx):
+        s.setsockopt(zmq.LINGER, 0)
+    rx.bind(addr)
+    tx.connect(addr)
+    return rx, tx
+
+
+class IdleWaiter:
+    """An idle worker's wait on the harbor (``node.core.scheduler.IdleWait``).
+
+    ``wait`` returns False (the worker waits its own way) before the transport
+    starts, after it stops, or while another thread reads PULL.
+    """
+
+    def __init__(self) -> None:
+        self.inbound: Inbound | None = None  # Owner: ZmqTransport.start (set once)
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` s on PULL; deliver what arrives in this thread."""
+        inbound = self.inbound
+        return inbound is not None and inbound.wait(timeout)
+
+    def wake(self) -> None:
+        """End a wait in progress (or make the next one return at once)."""
+        inbound = self.inbound
+        if inbound is not None:
+            inbound.wake()
 
 
 class ZmqTransport(Transport):
@@ -115,19 +154,27 @@ class ZmqTransport(Transport):
         log: LogFn | None = None,
         heartbeat_interval: float = 0.2,
         peer_timeout: float = 1.0,
+        peer_timeout_max: float | None = None,
         join_grace: float = 2.0,
         credentials: Credentials | None = None,
         wire_policy: WirePolicy | None = None,
         max_backlog: int = DEFAULT_MAX_BACKLOG,
+        listener: Listener | None = None,
     ) -> None:
         super().__init__(node_id, incarnation, deliver, deliver_pub, on_peer_down)
         if advertise_host is None and bind_host in ("0.0.0.0", "*", "::"):
             raise ValueError("a wildcard bind_host needs an advertise_host")
         self._bind_host = bind_host
-        self._advertise = advertise_host or bind_host
+        self._advertise = advertise_host
+        # Bound before the node advertised its endpoints (bind_host and ports are then
+        # ignored: the listener's sockets are already bound).
+        self._listener = listener
         self._ports = (pull_port, pub_port)
         self._max_frame = max_frame
-        self._timing = (heartbeat_interval, peer_timeout, join_grace)
+        if peer_timeout <= 0 or (peer_timeout_max is not None and peer_timeout_max < peer_timeout):
+            raise ValueError("peer_timeout > 0 and peer_timeout_max >= peer_timeout")
+        timeout_max = peer_timeout * 5 if peer_timeout_max is None else peer_timeout_max
+        self._timing = (heartbeat_interval, peer_timeout, join_grace, timeout_max)
         self._drops = DropLog(log or _logger.warning, f"harbor[{node_id}]")
         self._shared = Shared()
         # Owner: set_peers (any thread) replaces the whole dict; send reads it. Copy-on-write,
@@ -148,95 +195,85 @@ class ZmqTransport(Transport):
         self._peers_lock = threading.Lock()
         self._given: dict[int, PeerInfo] = {}
         self._untrusted: frozenset[int] = frozenset()
+        # Set by idle_wait() before start: the node's idle workers read PULL.
+        self._waiter: IdleWaiter | None = None
+
+    def idle_wait(self) -> IdleWaiter:
+        """Let the node's idle worker threads read this transport's PULL socket.
+
+        Call before :meth:`start`. The returned object's ``wait(timeout)`` blocks
+        an idle worker on PULL (and its own wake-up) and delivers what arrives in
+        that worker's thread, so the thread that receives a message runs it; its
+        ``wake()`` ends such a wait. The I/O thread still reads PULL when no
+        worker has for a while (all busy). Raises ``TransportClosed`` after start.
+        """
+        with self._life_lock:
+            if self._state != "new":
+                raise TransportClosed("idle_wait() is chosen before start()")
+            if self._waiter is None:
+                self._waiter = IdleWaiter()
+            return self._waiter
+
+    @property
+    def silence_timeouts(self) -> tuple[float, float]:
+        """``(peer_timeout, peer_timeout_max)``: a peer's silence timeout lies between."""
+        return self._timing[1], self._timing[3]
 
     @property
     def public_key(self) -> str | None:
         """This node's z85 CURVE public key (advertised as ``endpoints["key"]``), or None."""
         return self._creds.public_key if self._creds is not None else None
 
-    def _bind_pub(self, ctx: zmq.Context[zmq.Socket[bytes]], port: int) -> zmq.Socket[bytes]:
-        """A PUB socket bound on ``port`` (a CURVE server with credentials)."""
-        pub = ctx.socket(zmq.PUB)
-        pub.setsockopt(zmq.LINGER, 0)
-        if self._creds is not None:
-            curve_server(pub, self._creds, HARBOR_DOMAIN)
-        try:
-            _bind(pub, self._bind_host, port)
-        except BaseException:
-            pub.close(0)
-            raise
-        return pub
-
     def start(self) -> None:
-        """Bind PULL and PUB and start the I/O thread.
+        """Adopt the listener's bound sockets (or bind now) and start the I/O thread.
 
         Raises ``TransportError`` if a bind fails, ``TransportClosed`` if
-        started before.
+        started before (or the listener was closed or adopted elsewhere).
         """
         with self._life_lock:
             if self._state != "new":
                 raise TransportClosed("a transport starts once")
-            ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-            socks: list[zmq.Socket[bytes]] = []
-            auth = None
-            try:
-                if self._creds is not None:
-                    # Started before any server socket binds: no handshake ever finds it
-                    # missing (and ZAP_ENFORCE_DOMAIN refuses one that would).
-                    auth = ZapAuthenticator(ctx, self._creds)
-                    auth.start()
-                pull = ctx.socket(zmq.PULL)
-                wake_rx, wake_tx = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
-                socks = [pull, wake_rx, wake_tx]
-                for s in socks:
-                    s.setsockopt(zmq.LINGER, 0)
-                # A frame over max_frame makes ZeroMQ drop the connection before buffering it
-                # (the I/O thread sets the same on each peer's SUB socket).
-                pull.setsockopt(zmq.MAXMSGSIZE, self._max_frame)
-                pull.setsockopt(zmq.RCVHWM, RCVHWM)
-                if self._creds is not None:
-                    curve_server(pull, self._creds, HARBOR_DOMAIN)
-                pull_port = _bind(pull, self._bind_host, self._ports[0])
-                pub = self._bind_pub(ctx, self._ports[1])
-                socks.append(pub)
-                pub_endpoint = pub.getsockopt(zmq.LAST_ENDPOINT)
-                assert isinstance(pub_endpoint, bytes)
-                pub_port = int(pub_endpoint.rsplit(b":", 1)[1])
-                wake_addr = f"inproc://harbor-wake-{id(self)}"
-                wake_rx.bind(wake_addr)
-                wake_tx.connect(wake_addr)
-            except BaseException:
-                for s in socks:
-                    s.close(0)
-                if auth is not None:
-                    auth.stop()
-                ctx.term()
-                raise
+            lst = self._listener or Listener(
+                self._bind_host, advertise_host=self._advertise, pull_port=self._ports[0],
+                pub_port=self._ports[1], max_frame=self._max_frame, credentials=self._creds,
+            )
+            lst.adopt()
+            ctx, pull, pub, auth = lst.ctx, lst.pull, lst.pub, lst.auth
+            wake_rx, wake_tx = _pair(ctx, f"inproc://harbor-wake-{id(self)}")
+            # Idle workers are woken by a frame on PULL itself (harbor._inbound).
+            pull.bind(f"inproc://harbor-idle-{id(self)}")
+            idle_tx = ctx.socket(zmq.PUSH)
+            idle_tx.setsockopt(zmq.LINGER, 0)
+            idle_tx.connect(f"inproc://harbor-idle-{id(self)}")
+            inbound = Inbound(
+                pull, idle_tx,
+                node_id=self.node_id, incarnation=self.incarnation, deliver=self._deliver,
+                droplog=self._drops, max_frame=self._max_frame, policy=self._policy,
+                join_grace=self._timing[2],
+            )
+            inbound.workers = self._waiter is not None
             self._auth = auth
-            self._endpoints = {
-                "pull": f"tcp://{self._advertise}:{pull_port}",
-                "pub": f"tcp://{self._advertise}:{pub_port}",
-            }
-            if self._creds is not None:
-                self._endpoints["key"] = self._creds.public_key
+            self._endpoints = dict(lst.endpoints)
             self._shared.wake_tx = wake_tx
             loop = IoLoop(
                 self._shared,
                 node_id=self.node_id,
                 incarnation=self.incarnation,
                 ctx=ctx,
-                sockets=(pull, pub, wake_rx),
-                callbacks=(self._deliver, self._deliver_pub, self._on_peer_down),
+                sockets=(pub, wake_rx),
+                inbound=inbound,
+                callbacks=(self._deliver_pub, self._on_peer_down),
                 droplog=self._drops,
                 max_frame=self._max_frame,
                 timing=self._timing,
                 credentials=self._creds,
-                policy=self._policy,
                 before_term=auth.stop if auth is not None else None,
             )
             self._thread = threading.Thread(
                 target=loop.run, name=f"skymesh-harbor-{self.node_id}", daemon=True
             )
+            if self._waiter is not None:
+                self._waiter.inbound = inbound
             self._thread.start()
             self._state = "running"
 
@@ -249,6 +286,8 @@ class ZmqTransport(Transport):
         with self._life_lock:
             if self._state != "running":
                 self._state = "stopped"
+                if self._listener is not None:
+                    self._listener.close()  # bound but never adopted: unbind
                 return
             self._state = "stopped"
             self._shared.stopping = True
@@ -318,7 +357,10 @@ class ZmqTransport(Transport):
                 untrusted[n] = key
         return trusted, untrusted
 
-    def send(self, node_id: int, msg: tuple[int, int, int, int, Any], incarnation: int = 0) -> None:
+    def send(
+        self, node_id: int, msg: tuple[int, int, int, int, Any], incarnation: int = 0,
+        batch: bool = False,
+    ) -> None:
         """Queue ``msg`` for ``node_id``; see :meth:`Transport.send`.
 
         The message is encoded here, in the caller's thread, so a bad payload
@@ -340,6 +382,13 @@ class ZmqTransport(Transport):
         size = len(data)
         if size + FRAME_OVERHEAD > self._max_frame:
             raise PayloadError("oversize", f"{size} bytes > max_frame {self._max_frame}")
+        peer = None if batch else sh.direct.get(node_id)
+        if peer is not None and peer.info.incarnation == inc:
+            now = perf_counter()
+            quiet = now - peer.last_direct > STREAM_GAP
+            peer.last_direct = now  # racy between callers: it only picks a path
+            if quiet and self._send_direct(peer, incarnation, data):
+                return
         with sh.pending_lock:
             queued = sh.pending.get(node_id, 0)
             if queued + size > self._max_backlog:
@@ -350,6 +399,25 @@ class ZmqTransport(Transport):
             sh.out.append((node_id, incarnation, data))
         if sh.idle:
             sh.wake()
+
+    def _send_direct(self, peer: Peer, dst_inc: int, data: bytes) -> bool:
+        """Send one message as its own frame on ``peer``'s PUSH socket, in this thread.
+
+        Only when nothing is queued for the peer (its pending bytes are 0: no message
+        of the I/O thread's queue or backlog can be overtaken, so order per node pair
+        holds) and ZeroMQ takes the frame now. False: queue it instead.
+        """
+        with peer.lock:
+            push = peer.push
+            if push is None or self._shared.pending.get(peer.node_id, 0):
+                return False
+            frame = join_frame(self.node_id, self.incarnation, peer.node_id, dst_inc, [data])
+            try:
+                push.send(frame, zmq.NOBLOCK)
+            except zmq.ZMQError:  # Again (not connected, or at its HWM) or closing
+                return False
+            peer.direct_frames += 1
+            return True
 
     def publish(self, channel: str, source: int, payload: Any) -> None:
         """Publish to subscribers on other nodes; see :meth:`Transport.publish`."""
@@ -375,7 +443,12 @@ class ZmqTransport(Transport):
     def stats(self) -> dict[str, int]:
         """Counters (see the report); ``queued`` is messages not yet packed into frames."""
         counts = dict(self._drops.counts)
-        counts["queued"] = len(self._shared.out)
+        sh = self._shared
+        direct = sh.direct_gone + sum(p.direct_frames for p in list(sh.direct.values()))
+        counts["frames_out"] += direct  # one message per direct frame
+        counts["msgs_out"] += direct
+        counts["frames_out_direct"] = direct
+        counts["queued"] = len(sh.out)
         counts["drop_backlog-full"] = self._shared.backlog_full
         if self._auth is not None:
             counts["auth_denied"] = self._auth.denied

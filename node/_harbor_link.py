@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,15 +46,13 @@ from .message import CALL, ERR_NODE_DOWN, ERR_NOT_FOUND, ERR_OTHER, ERROR, REPLY
 if TYPE_CHECKING:
     from coord.api import NodeInfo
     from harbor.keys import Credentials
+    from harbor.listener import Listener
     from harbor.transport import DeliverFn, DeliverPubFn, LogFn, PeerDownFn, Transport
 
     from ._coord_link import CoordLink
     from ._router import Router
 
-__all__ = [
-    "REMOTE_EVENTS", "WIRE_POLICY", "HarborLink", "HarborSettings", "TransportFactory",
-    "free_port",
-]
+__all__ = ["REMOTE_EVENTS", "WIRE_POLICY", "HarborLink", "HarborSettings", "TransportFactory"]
 
 REMOTE_EVENTS = frozenset({"kill", "monitor", "demonitor", "down"})
 """SYSTEM events another node may send."""
@@ -87,14 +84,9 @@ class HarborSettings:
     pub_port: int = 0
     factory: TransportFactory | None = None
     credentials: Credentials | None = None  # CURVE on every harbor socket (keys_dir)
-
-
-def free_port(host: str) -> int:
-    """A port the OS says is free on ``host`` now (the transport binds it right after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host if host not in ("0.0.0.0", "*") else "0.0.0.0", 0))
-        port: int = s.getsockname()[1]
-        return port
+    # Silence timeout of a peer (seconds) and how far load may stretch it (None: 5x).
+    peer_timeout: float = 1.0
+    peer_timeout_max: float | None = None
 
 
 class HarborLink:
@@ -108,6 +100,8 @@ class HarborLink:
         self._settings = settings or HarborSettings()
         self._lock = threading.Lock()
         self.transport: Transport | None = None
+        # The bound sockets whose ports endpoints() advertised, until start() adopts them.
+        self._listener: Listener | None = None
         # peer node -> {(caller handle, session): (callee handle, perf_counter() sent)}.
         # Under _lock. The send time costs one clock read per remote call and gives
         # the round-trip histogram below (observed under the same lock).
@@ -134,18 +128,29 @@ class HarborLink:
         self._down_hooks.append(hook)
 
     def endpoints(self) -> dict[str, str]:
-        """The endpoints to advertise in membership before :meth:`start` (ports chosen
-        now when not fixed)."""
+        """The endpoints to advertise in membership before :meth:`start`: the harbor's
+        sockets are bound here (port 0: the OS picks), so what is advertised is what is
+        bound and no other process can take a port in between. Raises
+        ``TransportError`` if a fixed port is taken."""
         st = self._settings
         if st.factory is not None:  # an in-process transport routes by node id
             return {"pull": "inproc://pull", "pub": "inproc://pub"}
-        pull = st.pull_port or free_port(st.bind)
-        pub = st.pub_port or free_port(st.bind)
-        self._settings = HarborSettings(st.bind, st.advertise, pull, pub, None, st.credentials)
-        endpoints = {"pull": f"tcp://{st.advertise}:{pull}", "pub": f"tcp://{st.advertise}:{pub}"}
-        if st.credentials is not None:  # peers check it against the allow-list
-            endpoints["key"] = st.credentials.public_key
-        return endpoints
+        from harbor.listener import Listener
+        from harbor.transport import DEFAULT_MAX_FRAME
+
+        self.close_listener()
+        self._listener = Listener(
+            st.bind, advertise_host=st.advertise, pull_port=st.pull_port,
+            pub_port=st.pub_port, max_frame=DEFAULT_MAX_FRAME, credentials=st.credentials,
+        )
+        return dict(self._listener.endpoints)  # with "key" under credentials
+
+    def close_listener(self) -> None:
+        """Unbind sockets bound by :meth:`endpoints` that no transport adopted (the
+        node did not start). Idempotent."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
     def start(self, incarnation: int, log: LogFn) -> Transport:
         """Build and start the transport (ZeroMQ unless a factory was given), then give
@@ -161,7 +166,13 @@ class HarborLink:
                 bind_host=st.bind, advertise_host=st.advertise if st.advertise != st.bind else None,
                 pull_port=st.pull_port, pub_port=st.pub_port, log=log,
                 credentials=st.credentials, wire_policy=WIRE_POLICY,
+                peer_timeout=st.peer_timeout, peer_timeout_max=st.peer_timeout_max,
+                listener=self._listener,
             )
+            self._listener = None  # the transport owns it now (and closes it on stop)
+            # Idle workers wait on the harbor's inbound socket: the thread that receives a
+            # message from another node runs it (no hand-off from the harbor's thread).
+            self._router.scheduler.idle = t.idle_wait()
         t.start()
         self.transport = t
         self._coord.on_member(self._member_changed)
@@ -267,7 +278,7 @@ class HarborLink:
             with self._lock:
                 self._pending.setdefault(nid, {})[(source, session)] = (dest, perf_counter())
         try:
-            t.send(nid, (dest, source, session, kind, payload))
+            t.send(nid, (dest, source, session, kind, payload), 0, self._busy(source))
         except PayloadError as exc:
             self.withdraw(dest, source, session)
             raise TypeError(f"message to node {nid} cannot be sent: {exc}") from exc
@@ -309,7 +320,7 @@ class HarborLink:
             session, inc = pinned
         if kind == ERROR and not self.send_tracebacks and payload[3]:
             payload = (payload[0], payload[1], payload[2], "")
-        self._send(node_of(dest), (dest, source, session, kind, payload), inc)
+        self._send(node_of(dest), (dest, source, session, kind, payload), inc, self._busy(source))
 
     def control(self, source: int, target: int, event: str) -> None:
         """kill/monitor/demonitor a service on another node (raises ``NodeDown``)."""
@@ -321,13 +332,25 @@ class HarborLink:
         except HarborError as exc:
             raise NodeDown(f"node {node_of(target)} is not reachable: {exc}") from exc
 
-    def _send(self, nid: int, msg: tuple[int, int, int, int, Any], inc: int) -> None:
+    def _busy(self, source: int) -> bool:
+        """True when more work waits (other mailboxes queued, or more messages for the
+        sending service): the transport then packs this message with what follows
+        instead of sending it at once (batching under load)."""
+        router = self._router
+        if router.scheduler.queue:
+            return True
+        svc = router.services.get(source)
+        return svc is not None and bool(svc._mailbox.queue)
+
+    def _send(
+        self, nid: int, msg: tuple[int, int, int, int, Any], inc: int, batch: bool = False
+    ) -> None:
         t = self.transport
         if t is None:
             self._router.count_drop("node-down")
             return
         try:
-            t.send(nid, msg, inc)
+            t.send(nid, msg, inc, batch)
         except HarborError:
             self._router.count_drop("node-down")
 

@@ -126,6 +126,8 @@ class Node:
         admin_bind: str = "127.0.0.1",
         tracing: bool = False,
         tracer_provider: Any = None,
+        harbor_peer_timeout: float = 1.0,
+        harbor_peer_timeout_max: float = 0.0,
     ) -> None:
         self.node_id = node_id
         self.incarnation = time.time_ns()
@@ -174,6 +176,7 @@ class Node:
         self._coord_link = CoordLink(self.coord, router)
         self._harbor = HarborLink(router, self._coord_link, HarborSettings(
             bind, advertise or bind, pull_port, pub_port, transport, creds,
+            harbor_peer_timeout, harbor_peer_timeout_max or None,
         ))
         self._names = Names(router, self._coord_link)
         self._monitors = Monitors(router, self._harbor)
@@ -249,6 +252,8 @@ class Node:
             log_level=cfg.log_level, log_format=cfg.log_format, admin_port=cfg.admin_port,
             admin_bind=cfg.admin_bind, tracing=cfg.tracing,
             coord_options=cfg.coord_options(), keys_dir=cfg.keys_dir, insecure=cfg.insecure,
+            harbor_peer_timeout=cfg.harbor_peer_timeout,
+            harbor_peer_timeout_max=cfg.harbor_peer_timeout_max,
         )
         node.start()
         try:
@@ -268,6 +273,7 @@ class Node:
             )
         except BaseException:
             self.coord.stop()  # its threads must not outlive a node that never started
+            self._harbor.close_listener()  # nor its bound harbor ports
             raise
         self.node_id = info.node_id
         self.incarnation = info.incarnation

@@ -2,19 +2,23 @@
 
 Workers pop a mailbox, run a batch of its messages sized by the worker's
 weight, and push it back at the tail if it still has messages. A worker
-with nothing to do sleeps on a condition variable. Producers outside the
-workers (timer, harbor, coord callbacks, plain threads) call ``wake`` after
-a push that put a mailbox in the global queue; it signals only when a
-worker sleeps. A send from one service to another wakes nobody: the
-sending worker is running and will reach that mailbox.
+with nothing to do sleeps on a condition variable -- or, when the node gave
+the scheduler an :class:`IdleWait` (the harbor's inbound socket), one idle
+worker at a time waits there instead: a message from another node is then
+received, delivered and run by the same thread (no hand-off). Producers
+outside the workers (timer, harbor, coord callbacks, plain threads) call
+``wake`` after a push that put a mailbox in the global queue; it signals a
+sleeper, or else ends the idle wait. A send from one service to another
+wakes nobody: the sending worker is running and will reach that mailbox.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
+from threading import get_ident
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -25,6 +29,27 @@ if TYPE_CHECKING:
 # -1 one message, 0 all, 1 half, 2 a quarter, 3 an eighth.
 WEIGHTS = (-1, -1, -1, -1, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3)  # fmt: skip
+
+
+# How long one idle wait lasts at most (the loop then re-checks that it still runs), and
+# how long a worker sleeps when the idle wait refuses (closed).
+IDLE_WAIT = 1.0
+IDLE_BUSY = 0.005
+
+
+class IdleWait(Protocol):
+    """Where one idle worker waits instead of the condition variable (the harbor's
+    inbound socket: ``harbor.zmq_transport.IdleWaiter``). Structural: neither side
+    imports the other."""
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` s for work; push what arrives into mailboxes (their
+        wake-ups are the caller's own). False at once if it cannot wait (closed)."""
+        ...
+
+    def wake(self) -> None:
+        """End a wait in progress, or make the next one return at once. Any thread."""
+        ...
 
 
 def batch_size(length: int, weight: int) -> int:
@@ -70,6 +95,12 @@ class Scheduler:
         # Owner: workers, under _cond. Producers read it without the lock: a stale 0
         # only means the sleeper re-checks the queue under the lock before waiting.
         self.sleeping = 0
+        # Set once before start(): where one idle worker waits instead of _cond.
+        self.idle: IdleWait | None = None
+        # Owner: workers, under _cond. Thread id of the worker in idle.wait (0: none).
+        # Producers read it without the lock: a worker sets it, then re-reads the queue.
+        self.poller = 0
+        self.idle_waits = 0  # waits in idle.wait (a counter for tests and stats)
         # Counters for tests and stats: wake-ups by producers, and by the timer's tick.
         self.wakeups = 0
         self.tick_wakeups = 0
@@ -103,16 +134,27 @@ class Scheduler:
         with self._cond:
             self._running = False
             self._cond.notify_all()
+        if self.idle is not None:
+            self.idle.wake()
         for w in self.workers:
             if w.thread is not None and w.thread is not threading.current_thread():
                 w.thread.join(timeout)
 
     def wake(self) -> None:
-        """Wake one sleeping worker, if any sleeps. For producers outside the workers."""
+        """Wake one sleeping worker, if any sleeps, else end the idle wait. For producers
+        outside the workers, and for the idle waiter delivering (it wakes nobody: it
+        runs what it delivered itself)."""
         if self.sleeping:
+            if self.poller == get_ident():
+                return
             with self._cond:
                 self.wakeups += 1
                 self._cond.notify()
+        elif self.poller:
+            idle = self.idle
+            if idle is not None and self.poller != get_ident():
+                self.wakeups += 1
+                idle.wake()
 
     def wake_if_idle_work(self) -> bool:
         """Periodic safety net (skynet's timer tick): work queued while workers sleep.
@@ -129,7 +171,49 @@ class Scheduler:
             with self._cond:
                 self.tick_wakeups += 1
                 self._cond.notify()
-        return bool(queue) or sleeping < len(self.workers)
+        elif queue and self.poller and self.idle is not None:
+            self.tick_wakeups += 1
+            self.idle.wake()
+        # The worker in the harbor's idle wait (poller) counts as asleep too.
+        return bool(queue) or sleeping + (1 if self.poller else 0) < len(self.workers)
+
+    def _idle(self, cond: threading.Condition) -> None:
+        """No work: wait on the idle waiter if no other worker does, else on ``cond``."""
+        idle, queue = self.idle, self.queue
+        pause = 1.0
+        if idle is not None and not self.poller:
+            with cond:
+                if self.poller or queue or not self._running:
+                    return
+                self.poller = get_ident()
+            # Re-read after claiming: a producer appends before it reads `poller`, so
+            # either we see its mailbox or it sees us waiting and calls idle.wake().
+            waited = False
+            try:
+                if not queue:
+                    self.idle_waits += 1
+                    waited = idle.wait(IDLE_WAIT)
+            finally:
+                self.poller = 0
+            if waited:
+                # Several mailboxes got work: wake a sleeper to run them in parallel
+                # (it takes over the idle wait once it runs out). One mailbox (a reply,
+                # a ping, a burst for one service): nobody is woken, this thread runs it
+                # at once -- waking a follower for one hot mailbox measured more context
+                # switches and fewer calls/s (docs/design.md, "Cross-node path").
+                if self.sleeping and len(queue) > 1:
+                    with cond:
+                        self.wakeups += 1
+                        cond.notify()
+                return
+            pause = IDLE_BUSY  # the idle wait is closed (the harbor stopped)
+        with cond:
+            self.sleeping += 1
+            # Re-checked under the lock: a producer appends before it reads
+            # `sleeping`, so either we see its mailbox or it sees us asleep.
+            if not queue and self._running:
+                cond.wait(pause)  # spurious wakeup is harmless
+            self.sleeping -= 1
 
     def _loop(self, w: Worker) -> None:
         """Run mailboxes until stopped. One *turn* takes a batch by the worker's weight.
@@ -160,14 +244,9 @@ class Scheduler:
                 mb = popleft()
             except IndexError:
                 w.service = None  # idle: nothing for the watchdog or interrupt() to see
-                with cond:
-                    self.sleeping += 1
-                    # Re-checked under the lock: a producer appends before it reads
-                    # `sleeping`, so either we see its mailbox or it sees us asleep.
-                    if not queue and self._running:
-                        cond.wait(1.0)  # spurious wakeup is harmless
-                    self.sleeping -= 1
-                # After `sleeping` dropped (the timer's poke relies on this order).
+                self._idle(cond)
+                # After `sleeping` dropped and the idle wait was left (the timer's
+                # poke relies on this order).
                 awake = self.on_awake
                 if awake is not None:
                     awake()

@@ -101,7 +101,9 @@ def test_pubsub_and_kill(pair):
 
 def test_exports_are_exactly_the_public_names():
     public = {n for n in dir(harbor) if not n.startswith("_")}
-    modules = {"curve", "errors", "inproc", "keys", "transport", "wire", "zmq_transport"}
+    modules = {
+        "curve", "errors", "inproc", "keys", "listener", "transport", "wire", "zmq_transport",
+    }
     assert set(harbor.__all__) == public - modules
     for mod in modules:
         sub = getattr(harbor, mod)

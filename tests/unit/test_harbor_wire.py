@@ -187,3 +187,30 @@ def test_wire_policy_admits_only_listed_kinds_and_events():
             wire.decode_frame(data, MAX, policy)
         assert info.value.reason == "kind"
         assert len(wire.decode_frame(data, MAX).messages) == 2  # no policy: accepted
+
+
+def test_fast_header_agrees_with_the_full_parse() -> None:
+    """peek_header's fast path (frames shaped as join_frame writes them) returns what
+    msgpack's full parse says, for every int width and sign; anything else falls back."""
+    import msgpack
+
+    from harbor.wire import _fast_header, join_frame
+
+    ints = [0, 1, 127, 128, 255, 256, 65535, 65536, 2**31 - 1, 2**32, 2**63 - 1,
+            -1, -32, -33, -128, -129, -32768, -32769, -(2**31), -(2**63)]  # fmt: skip
+    for i, a in enumerate(ints):
+        b, c, d = ints[(i + 3) % len(ints)], ints[(i + 7) % len(ints)], ints[(i + 11) % len(ints)]
+        for n in (0, 1, 15, 16, 65536):
+            frame = join_frame(a, b, c, d, [msgpack.packb(None)] * n)
+            full = msgpack.unpackb(frame)
+            assert full[:5] == [wire.VERSION, a, b, c, d] and len(full[5]) == n
+            assert _fast_header(frame) == wire.Header(wire.VERSION, a, b, c, d, n)
+            assert wire.peek_header(frame, 1 << 30) == _fast_header(frame)
+    # Not join_frame's shape: no fast answer, the full parse decides (and raises).
+    for odd in (msgpack.packb([wire.VERSION, True, 1, 2, 0, []]),  # a bool is no id
+                msgpack.packb([wire.VERSION + 1, 1, 1, 2, 0, []]),  # another version
+                msgpack.packb([wire.VERSION, 1.0, 1, 2, 0, []]),  # a float
+                join_frame(1, 1, 2, 0, [b"\xc0"])[:4]):  # cut inside the header
+        assert _fast_header(odd) is None
+        with pytest.raises(FrameError):
+            wire.peek_header(odd, 1 << 20)
