@@ -563,10 +563,11 @@ class Node:
 
     def _coord_state(self, state: str) -> None:
         """Coordination session changes: services that override ``on_coord`` are told;
-        with ``on_session_lost = "isolate"`` the harbor refuses cluster traffic while
-        the session is lost, until it is connected again."""
-        if self._isolate and state in ("lost", "reconnected", "connected"):
-            self._harbor.isolate(state == "lost")
+        with ``on_session_lost = "isolate"`` the harbor refuses cluster traffic from
+        the moment the session is in doubt (suspended, as the master steps down
+        then) or lost, until it is connected again."""
+        if self._isolate:
+            self._harbor.isolate(state in ("suspended", "lost"))
         for svc in list(self._router.services.values()):
             if getattr(type(svc), "on_coord", None) is not Service.on_coord:
                 self._router.post(svc.handle, (0, 0, SYSTEM, ("coord", (state,))))

@@ -216,3 +216,51 @@ def test_a_supervisor_allowed_by_config_alone_is_not_a_code_loading_gadget(pair:
         a.call(spawner, "place", "node.supervisor:Supervisor", 2,
                [{"cls": "os:system", "args": ["true"]}])
     assert "PermissionError" in str(info.value) and "supervisor" in str(info.value)
+
+
+class Spammer(Service):
+    @expose
+    async def spam(self, dest: int, seconds: float) -> int:
+        sent, end = 0, time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.send(dest, "echo", sent)
+            sent += 1
+            await self.sleep(0.005)
+        return sent
+
+
+def test_isolate_refuses_cluster_traffic_while_the_session_is_in_doubt(
+    servers: dict[str, str], cluster: str, tmp_path, faults
+) -> None:
+    hub = InprocHub()
+
+    def factory(node_id: int, inc: int, deliver: Any, pub: Any, down: Any) -> InprocTransport:
+        return InprocTransport(node_id, inc, deliver, pub, down, hub=hub)
+
+    a = Node(node_id=1, cluster=cluster, zk_hosts=servers["zk"], session_timeout=10.0,
+             transport=factory, log_file=str(tmp_path / "a"), on_session_lost="isolate")
+    b = Node(node_id=2, cluster=cluster, zk_hosts=servers["zk"], session_timeout=10.0,
+             transport=factory, log_file=str(tmp_path / "b"))
+    a.start()
+    b.start()
+    try:
+        wait_for(lambda: set(a.members()) >= {1, 2} and set(b.members()) >= {1, 2})
+        target, echo_b = a.newservice(Echo), b.newservice(Echo)
+        spammer = b.newservice(Spammer)
+        b.send(spammer, "spam", target, 20.0)
+        wait_for(lambda: len(a.call(target, "got")) > 10)
+        faults.stop_zk()
+        try:
+            # Suspended: node 1 drops what node 2 sends (counted) and cannot call out.
+            wait_for(lambda: a.stats()["drops"].get("isolated", 0) > 5, timeout=20)
+            with pytest.raises(NodeDown, match="isolated"):
+                a.call(echo_b, "echo", 1)
+        finally:
+            faults.start_zk()
+        wait_for(lambda: a.health.value == "connected", timeout=30)
+        seen = len(a.call(target, "got"))
+        wait_for(lambda: len(a.call(target, "got")) > seen + 10, timeout=20)  # served again
+        assert a.call(echo_b, "echo", 2) == 2
+    finally:
+        a.stop()
+        b.stop()
