@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -223,13 +224,22 @@ class ComposeProject:
         return result
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 @contextmanager
 def compose_up(request: pytest.FixtureRequest, files: Sequence[str], image_env: Mapping[str, str],
                kind: str) -> Iterator[ComposeProject]:
     """Build and start a project named ``skymesh-e2e-<kind>-<random>`` (cluster name
     ``e2e``); always take it down, printing its logs if starting it or a test failed."""
+    # The lobby page's host port: a free one unless the caller chose (8080 may be taken).
+    web = os.environ.get("SKYMESH_WEB_PORT") or str(_free_port())
     project = ComposeProject(files, f"skymesh-e2e-{kind}-{uuid.uuid4().hex[:8]}",
-                             {**image_env, "SKYMESH_CLUSTER": "e2e"})
+                             {**image_env, "SKYMESH_CLUSTER": "e2e", "SKYMESH_WEB_PORT": web})
     failed_before = request.session.testsfailed
     failed = True
     try:

@@ -9,7 +9,6 @@ short-lived client node started inside a node container (compose_helpers).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -71,7 +70,7 @@ def test_lobby_page_is_published_on_loopback(cluster: ComposeProject) -> None:
 
     from websockets.sync.client import connect
 
-    origin = f"http://127.0.0.1:{os.environ.get('SKYMESH_WEB_PORT', '8080')}"
+    origin = f"http://127.0.0.1:{cluster.env['SKYMESH_WEB_PORT']}"
     page = wait_until("the lobby page on the host's loopback",
                       lambda: urllib.request.urlopen(origin + "/", timeout=5).read(), 60)
     assert b"<title>skymesh lobby</title>" in page
