@@ -55,6 +55,7 @@ ENV_NOT_CONFIG = frozenset({
     "SKYMESH_WEB_PORT", "SKYMESH_SCREENSHOTS",
     "SKYMESH_ADVERTISE_VIA", "SKYMESH_KEYS_FROM",  # deploy/entrypoint.sh (Swarm)
     "SKYMESH_KEYS", "SKYMESH_SCALE_NODES",  # deploy/stack.yml on the host, bench/scale
+    "SKYMESH_E2E_SWARM",  # opt-in for tests/e2e/test_swarm_stack.py
 })  # fmt: skip
 
 
