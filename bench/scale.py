@@ -8,8 +8,11 @@ uses ``SKYMESH_ZK_HOSTS``/``SKYMESH_REDIS_URL``). One JSON line per figure:
   node as a member and resolves every node's ``scale<id>`` name;
 - ``sweep_*``: every node calls ``echo`` on every other node at once
   (n*(n-1) calls), errors and duration;
-- ``idle_cpu_cores``: CPU of all node processes over ``--idle`` seconds
-  (``/proc/<pid>/stat`` utime+stime), and ZooKeeper's and Redis's;
+- ``idle_cpu_cores_after_sweep``: CPU of all node processes over ``--idle``
+  seconds right after the sweep (its connections still open, ZMTP heartbeats
+  on them); ``idle_cpu_cores``: the same once ``--settle`` seconds passed and
+  idle connections closed (``/proc/<pid>/stat`` utime+stime), and
+  ZooKeeper's and Redis's;
 - ``rss_mb``, ``fds``, ``threads`` per node (median and max);
 - ``zk_watches``: ZooKeeper's ``wchs`` (connections, paths, watches);
 - ``kill_calls_failed_s``: after SIGKILL of one node, until every other
@@ -295,7 +298,7 @@ class ScaleCluster:
                   errors=len(errors), first_errors=errors[:5])
         return out
 
-    def idle(self, seconds: float = 30.0) -> dict[str, Any]:
+    def idle(self, seconds: float = 30.0, name: str = "idle_cpu_cores") -> dict[str, Any]:
         """CPU of the node processes (and the servers) over ``seconds`` with no traffic."""
         pids = {nid: p.pid for nid, p in self.procs.items() if p.poll() is None}
         servers = server_pids()
@@ -319,8 +322,8 @@ class ScaleCluster:
                for k, pid in servers.items()}
         out = {"cores": total, "per_node_millicores": summary([c * 1000 for c in per]),
                "servers": srv}
-        self.figures["idle"] = out
-        self.emit("idle_cpu_cores", total, "cores", seconds=round(wall, 1), nodes=len(pids),
+        self.figures[name] = out
+        self.emit(name, total, "cores", seconds=round(wall, 1), nodes=len(pids),
                   per_node_millicores=out["per_node_millicores"], servers=srv)
         return out
 
@@ -429,6 +432,9 @@ def main() -> None:
     ap.add_argument("--threads", type=float, default=10.0,
                     help="seconds of per-thread CPU sampling on node 1 (0: skip)")
     ap.add_argument("--stagger", type=float, default=0.15, help="seconds between starts")
+    ap.add_argument("--settle", type=float, default=32.0,
+                    help="seconds after the sweep before the quiet idle sample: the sweep's "
+                         "connections close after 30 s without traffic")
     args = ap.parse_args()
     env = servers_env()
     with tempfile.TemporaryDirectory(prefix="skymesh-scale-") as d:
@@ -437,7 +443,9 @@ def main() -> None:
             c.start()
             c.converge()
             c.sweep()
-            c.idle(args.idle)
+            c.idle(args.idle, "idle_cpu_cores_after_sweep")  # the sweep's connections open
+            time.sleep(max(0.0, args.settle - args.idle))
+            c.idle(args.idle)  # a quiet cluster: no connection left between nodes
             c.resources()
             if args.threads:
                 c.threads_cpu(1, args.threads)

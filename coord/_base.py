@@ -16,6 +16,7 @@ from coord.api import (
     LostCallback,
     NodeInfo,
 )
+from coord.errors import CoordAuthError, CoordUnavailable
 from coord.hashring import HashRing
 from coord.security import TlsFiles
 
@@ -44,11 +45,19 @@ class CoordBase(Coordinator):
         self._rings: dict[str, HashRing] = {}
         self._ring_lock = threading.Lock()
         self._cluster = cluster
+        # Redis locks (and redis-py, 7-9 MB and 130-260 ms of CPU per process) are
+        # made on the first Redis lock, not at start: most nodes never take one
+        # (issue 15). The URL is checked now; credentials and TLS at start
+        # (_check_redis). _redis: under _redis_lock until made, then read freely.
+        self._redis_url = redis_url
+        self._redis_tls = redis_tls
         self._redis: RedisLocks | None = None
+        self._redis_lock = threading.Lock()
+        self._redis_closed = False  # under _redis_lock
         if redis_url is not None:
-            from coord.redis_lock import RedisLocks
+            from coord._redis_probe import validate_url
 
-            self._redis = RedisLocks(redis_url, cluster, self._notifier, redis_tls)
+            validate_url(redis_url, redis_tls)
         self._info: NodeInfo | None = None
         self._stopped = False
 
@@ -98,7 +107,24 @@ class CoordBase(Coordinator):
     @property
     def has_redis(self) -> bool:
         """True when a Redis URL was given: ``"redis"`` locks go there."""
-        return self._redis is not None
+        return self._redis_url is not None
+
+    def _redis_locks(self) -> RedisLocks:
+        """The Redis lock engine, made (and redis-py imported) on first use."""
+        locks = self._redis
+        if locks is not None:
+            return locks
+        assert self._redis_url is not None
+        with self._redis_lock:
+            if self._redis_closed:
+                raise CoordUnavailable("the coordinator is stopped")
+            if self._redis is None:
+                from coord.redis_lock import RedisLocks
+
+                self._redis = RedisLocks(
+                    self._redis_url, self._cluster, self._notifier, self._redis_tls
+                )
+            return self._redis
 
     def lock(
         self,
@@ -114,8 +140,8 @@ class CoordBase(Coordinator):
         to the backend's own locks (:meth:`_own_lock`)."""
         check_name(key)
         if backend == "redis":
-            if self._redis is not None:
-                return self._redis.lock(key, ttl, wait, on_acquired, on_lost)
+            if self._redis_url is not None:
+                return self._redis_locks().lock(key, ttl, wait, on_acquired, on_lost)
             return self._lock_without_redis(key, ttl, wait, on_acquired, on_lost)
         if backend == "zk":
             return self._own_lock(key, ttl, wait, on_acquired, on_lost)
@@ -136,14 +162,33 @@ class CoordBase(Coordinator):
         """A ``"redis"`` lock asked for with no Redis URL configured."""
 
     def _check_redis(self) -> None:
-        """At start: ``CoordAuthError`` if Redis refuses our credentials or TLS."""
-        if self._redis is not None:
-            self._redis.check()
+        """At start: ``CoordAuthError`` if Redis refuses our credentials or TLS.
+
+        Plain and TLS URLs are checked without redis-py (:mod:`coord._redis_probe`);
+        sentinel and unix URLs by making the lock engine now. Redis unreachable is
+        only logged: locks retry, and a node may start before its Redis.
+        """
+        url = self._redis_url
+        if url is None:
+            return
+        from coord._redis_probe import probe
+
+        try:
+            refused = probe(url, self._redis_tls)
+        except OSError as exc:
+            log.warning("coord: Redis not reachable yet (%s); locks will retry", exc)
+            return
+        if refused is False:
+            self._redis_locks().check()
+        elif refused is not None:
+            raise CoordAuthError(f"Redis refused this node: {refused}")
 
     def _stop_common(self) -> None:
         """Stop Redis locks and coord's threads (after backend-specific cleanup)."""
-        if self._redis is not None:
-            self._redis.close()
+        with self._redis_lock:
+            locks, self._redis_closed = self._redis, True  # no engine is made after this
+        if locks is not None:
+            locks.close()
         self._pool.stop()
         self._timer.stop()
         self._notifier.stop()

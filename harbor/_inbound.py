@@ -22,6 +22,7 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Final
 
 import zmq
@@ -35,7 +36,7 @@ from harbor.wire import Header, WirePolicy, check_header, decode_frame, peek_hea
 PULL_PER_TURN: Final = 256  # frames read per turn (or per idle-worker wait) at most
 PARK_LIMIT: Final = 256  # frames parked for not-yet-known nodes ...
 PARK_BYTES: Final = 32 * 1024 * 1024  # ... and their bytes
-# A read stops after this long, so a turn of the I/O thread (heartbeats) or a worker's
+# A read stops after this long, so a turn of the I/O thread (its tick) or a worker's
 # wait (its own queue) is never held long by a flood.
 READ_BUDGET: Final = 0.02  # seconds
 WAKE_LEN: Final = 16  # bytes of a wake-up frame (a random token)
@@ -107,6 +108,12 @@ class Inbound:
         # the waiting worker (one float store, GIL-atomic); read by the I/O thread.
         self.last_worker = 0.0
         self.workers = False  # set once, before start: idle workers read PULL
+        # Owner: the I/O thread (one bool store). True while it sleeps a second at a time
+        # (nothing happened lately): a worker that takes a frame then calls poke(), so
+        # the I/O thread is back to its 0.1 s turns -- and to its fallback read of PULL
+        # should every worker stay busy -- at once, not up to a second later.
+        self.io_deep = False
+        self.poke: Callable[[], None] = lambda: None
 
     # -- the idle worker's side (node.core.scheduler.IdleWait) ---------------------------
 
@@ -146,6 +153,9 @@ class Inbound:
             self.last_worker = now
             self._catch_up(now)
             if zf is not None:
+                if self.io_deep:
+                    self.io_deep = False
+                    self.poke()
                 self.on_frame(zf)
                 self.read(now)  # and whatever else is queued, within the bounds
         except zmq.ZMQError:  # the transport closed PULL under a late waiter

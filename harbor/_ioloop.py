@@ -2,10 +2,20 @@
 
 One turn: poll; apply control commands (peer set, subscriptions,
 publications); read frames from PULL (unless the node's idle workers read
-it: :mod:`harbor._inbound`) and publications/heartbeats from SUB; read
-socket-monitor events; pack every queued outgoing message into one frame per
-(peer, run of equal destination incarnation) and send; publish a heartbeat
-when due; report silent peers.
+it: :mod:`harbor._inbound`) and publications from SUB; read socket-monitor
+events; pack every queued outgoing message into one frame per (peer, run of
+equal destination incarnation) and send; once per tick, report peers whose
+PUSH never connected.
+
+Liveness costs no Python per peer (issue 15): a PUSH socket, opened on the
+first frame to a peer, carries ZMTP heartbeats (``ZMQ_HEARTBEAT_IVL`` /
+``ZMQ_HEARTBEAT_TIMEOUT``) that libzmq's own I/O thread sends and answers,
+so a peer is not declared dead because its Python threads were starved, and
+an idle cluster sends nothing. A dead or frozen peer's connection is closed
+by libzmq within ``peer_timeout``; the socket monitor turns that into
+"disconnected". Peers this node does not talk to are watched through
+membership (their ZooKeeper session), which costs nothing per peer. SUB
+sockets exist only while this node subscribes to a channel.
 
 PUSH sockets are shared with caller threads: each peer's ``lock``
 (:class:`harbor._shared.Peer`) is held by whoever touches its PUSH socket --
@@ -29,13 +39,7 @@ from harbor.curve import curve_client
 from harbor.errors import FrameError
 from harbor.keys import OPERATOR, Credentials
 from harbor.transport import DeliverPubFn, PeerDownFn, PeerInfo
-from harbor.wire import (
-    FRAME_OVERHEAD,
-    HEARTBEAT_TOPIC,
-    decode_publication,
-    encode_heartbeat,
-    join_frame,
-)
+from harbor.wire import FRAME_OVERHEAD, decode_publication, join_frame
 
 # With idle workers reading PULL: the I/O thread reads it itself when no worker has
 # held it for this long (every worker busy), so inbound traffic never waits for one.
@@ -47,11 +51,27 @@ BATCH_BYTES: Final = 256 * 1024
 SUB_PER_TURN: Final = 4096  # publications read per turn; silence is judged only when SUB is drained
 MONITOR_EVENTS: Final = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
 SNDHWM: Final = 256  # frames queued in ZeroMQ per peer before frames wait in our backlog
-# Silence under load: a peer's timeout is LOAD_FACTOR times the longest recent gap between
-# its heartbeats, within [peer_timeout, peer_timeout_max]; the gap decays by GAP_DECAY per
-# heartbeat, so a peer that is on time again is back to peer_timeout within a few seconds.
-LOAD_FACTOR: Final = 3.0
-GAP_DECAY: Final = 0.9
+# The loop's longest sleep while frames flow: parked frames, the fallback read of PULL
+# and PUSH sockets that never connected are looked at at least this often ...
+TICK: Final = 0.1  # seconds
+# ... and once no frame came in and no socket stirred for DEEP_AFTER, every DEEP_TICK
+# (an idle node's harbor thread wakes once a second; a worker that takes a frame from
+# PULL while the loop sleeps deep pokes it, so the fallback read is never late).
+DEEP_AFTER: Final = 1.0
+DEEP_TICK: Final = 1.0
+# A PUSH socket nothing was sent on for IDLE_CLOSE seconds, to a peer the node has no
+# call pending on nor monitors (``in_use``), is closed: its ZMTP heartbeats stop, and a
+# cluster that went quiet holds no connection. The next frame opens it again.
+IDLE_CLOSE: Final = 30.0
+
+
+def zmtp_heartbeat(peer_timeout: float) -> tuple[int, int]:
+    """``(HEARTBEAT_IVL, HEARTBEAT_TIMEOUT)`` in ms for a connection to be closed at most
+    ``peer_timeout`` after its peer froze: a PING goes out IVL after the last one, and the
+    connection closes when no traffic came back TIMEOUT after a PING."""
+    total = max(0.15, peer_timeout) * 1000
+    ivl = int(total / 3)
+    return ivl, int(total) - ivl
 
 
 def user_ids(credentials: Credentials | None) -> frozenset[str] | None:
@@ -76,9 +96,10 @@ class IoLoop:
         callbacks: tuple[DeliverPubFn, PeerDownFn],
         droplog: DropLog,
         max_frame: int,
-        timing: tuple[float, float, float, float],
+        timing: tuple[float, float],
         credentials: Credentials | None = None,
         before_term: Callable[[], None] | None = None,
+        in_use: Callable[[int], bool] | None = None,
     ) -> None:
         # Immutable after __init__: identity, sockets, callbacks, limits.
         self.shared = shared
@@ -92,8 +113,12 @@ class IoLoop:
         self.drops = droplog
         self.counts = droplog.counts
         self.max_frame = max_frame
-        self.hb_interval, self.peer_timeout, self.join_grace, self.peer_timeout_max = timing
+        self.peer_timeout, self.join_grace = timing
+        self.hb_ivl, self.hb_timeout = zmtp_heartbeat(self.peer_timeout)
         self.before_term = before_term  # closes other sockets of ctx (the ZAP handler's)
+        # Whether the node still needs liveness of a peer it sends nothing to (a call
+        # pending on it, a monitor of one of its services). None: always.
+        self.in_use = in_use
         # Mutable, I/O thread: the credentials in force and the User-Ids they allow (None:
         # no credentials). Replaced together by a "creds" command.
         self.creds = credentials
@@ -110,10 +135,13 @@ class IoLoop:
         self.by_push: dict[zmq.Socket[bytes], Peer] = {}  # PUSH socket -> peer
         # SUB socket -> peer: one SUB per peer, so a publication's sender is known by the
         # socket it arrives on (one SUB for all would let a member speak as another).
+        # Invariant: a peer has a SUB exactly while topics is not empty.
         self.by_sub: dict[zmq.Socket[bytes], Peer] = {}
         self.topics: set[bytes] = set()  # channel topics every SUB socket is subscribed to
-        self.hb_seq = 0  # sequence number of the last heartbeat published
-        self.next_hb = 0.0  # monotonic time the next heartbeat is due
+        self.next_tick = 0.0  # monotonic time the next tick is due
+        self.active_at = 0.0  # monotonic time a frame came in or a socket stirred last
+        self.seen_in = 0  # frames_in at the last tick
+        self.deep = False  # sleeping DEEP_TICK at a time (mirrored in inbound.io_deep)
         self.poller = zmq.Poller()
         self.poller.register(self.wake_rx, zmq.POLLIN)
         if not inbound.workers:  # else idle workers poll PULL (never two threads at once)
@@ -133,7 +161,7 @@ class IoLoop:
         """One turn of the loop (see the module docstring)."""
         sh = self.shared
         now = time.monotonic()
-        timeout = max(0, min(100, int((self.next_hb - now) * 1000) + 1))
+        timeout = max(0, int((self.next_tick - now) * 1000) + 1)
         # Every worker busy for a while (none waited on PULL lately): this thread polls
         # PULL too, holding the inbound lock (never blocking for it) and for at most
         # HOLD_MS, so a worker that goes idle gets PULL back within that.
@@ -154,6 +182,8 @@ class IoLoop:
             if held:
                 self.poller.unregister(self.pull)
         sh.idle = False
+        if events:
+            self.awake(time.monotonic())
         if self.wake_rx in events:
             while self._recv(self.wake_rx) is not None:
                 pass
@@ -181,12 +211,8 @@ class IoLoop:
             self.control(sh.ctl.popleft())
         self.flush_out(n_out)
         now = time.monotonic()
-        if now >= self.next_hb:
-            self.heartbeat(now)
-            # Judge silence only on a drained SUB: a heartbeat may be waiting in it.
-            drained = [self.read_sub(p) for p in list(self.by_sub.values())]  # read every one
-            if all(drained):
-                self.check_silence(time.monotonic())
+        if now >= self.next_tick:
+            self.tick(now)
 
     @staticmethod
     def _recv(sock: zmq.Socket[bytes]) -> bytes | None:
@@ -212,10 +238,16 @@ class IoLoop:
             self.topics.add(cmd[1])
             for sub in self.by_sub:
                 sub.setsockopt(zmq.SUBSCRIBE, cmd[1])
+            if len(self.topics) == 1:  # the first channel: a SUB to every peer
+                for peer in self.peers.values():
+                    self.open_sub(peer)
         elif op == "unsub" and cmd[1] in self.topics:
             self.topics.discard(cmd[1])
             for sub in self.by_sub:
                 sub.setsockopt(zmq.UNSUBSCRIBE, cmd[1])
+            if not self.topics:  # no channel left: no SUB at all
+                for peer in self.peers.values():
+                    self.close_sub(peer)
 
     def apply_peers(self, new: dict[int, PeerInfo], untrusted: dict[int, str]) -> None:
         """Make the peer set ``new``: drop gone peers, reconnect replaced ones, add new ones.
@@ -240,20 +272,26 @@ class IoLoop:
                 self.add_peer(Peer(node_id, info, now))
 
     def add_peer(self, peer: Peer) -> None:
-        """Start tracking ``peer`` and subscribe to its PUB socket."""
+        """Start tracking ``peer``; subscribe to its PUB if this node has channels.
+
+        No socket is opened to it otherwise: its PUSH opens on the first frame.
+        """
         self.peers[peer.node_id] = peer
         self.members[peer.node_id] = peer.info.incarnation
         self.inbound.set_members(dict(self.members))  # the reader unparks its frames
-        self.open_sub(peer)
+        if self.topics:
+            self.open_sub(peer)
         self.counts["peers"] = len(self.peers)
 
     def open_sub(self, peer: Peer) -> None:
         """Connect a SUB socket (and its monitor) to ``peer``'s PUB, with every topic."""
+        if peer.sub is not None:
+            return
         sub = self.ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RECONNECT_IVL, 100)
         sub.setsockopt(zmq.MAXMSGSIZE, self.max_frame)
-        for topic in (HEARTBEAT_TOPIC, *self.topics):
+        for topic in self.topics:
             sub.setsockopt(zmq.SUBSCRIBE, topic)
         if self.creds is not None:
             curve_client(sub, self.creds, peer.info.key)
@@ -273,6 +311,7 @@ class IoLoop:
         self.by_monitor[peer.sub_mon] = (peer, "sub")
         self.poller.register(sub, zmq.POLLIN)
         self.poller.register(peer.sub_mon, zmq.POLLIN)
+        self.counts["subs"] = len(self.by_sub)
 
     def remove_peer(self, peer: Peer, reason: str) -> None:
         """Stop tracking ``peer``, reporting it down for ``reason`` unless reason is ""."""
@@ -300,6 +339,8 @@ class IoLoop:
         peer.sub_mon.close(0)
         peer.sub.close(0)
         peer.sub = peer.sub_mon = None
+        peer.sub_connected = False
+        self.counts["subs"] = len(self.by_sub)
 
     def close_push(self, peer: Peer) -> None:
         """Close the peer's PUSH socket and its monitor (queued frames are discarded)."""
@@ -322,6 +363,8 @@ class IoLoop:
             peer.push = peer.push_mon = None
             self.shared.direct_gone += peer.direct_frames
             peer.direct_frames = 0
+        peer.push_connected = False
+        self.counts["pushes"] = len(self.by_push)
 
     def report_down(self, peer: Peer, reason: str) -> None:
         """Tell the node ``peer`` is down, once per (node, incarnation); drop its backlog."""
@@ -340,9 +383,10 @@ class IoLoop:
             self.drops.drop("callback", peer.node_id, f"on_peer_down raised {exc!r}")
 
     def revive(self, peer: Peer) -> None:
-        """A peer reported down (silent, disconnected) heartbeats again with the same
-        incarnation while membership still lists it: a partition healed. It is usable
-        again; what failed or was dropped meanwhile stays failed (at-most-once)."""
+        """A peer reported down (disconnected, unreachable) connected again with the same
+        incarnation while membership still lists it: a partition healed, or a frozen
+        process runs again. It is usable again; what failed or was dropped meanwhile
+        stays failed (at-most-once)."""
         peer.down = False
         self.shared.down.discard((peer.node_id, peer.info.incarnation))
         self.counts["peers_revived"] += 1
@@ -373,7 +417,7 @@ class IoLoop:
         return False
 
     def on_publication(self, peer: Peer, parts: list[bytes]) -> None:
-        """Handle one publication or heartbeat from ``peer``'s PUB; drop and count it if bad."""
+        """Handle one publication from ``peer``'s PUB; drop and count it if bad."""
         try:
             if len(parts) != 2:
                 raise FrameError("decode", f"{len(parts)} parts")
@@ -386,9 +430,6 @@ class IoLoop:
             return
         if self.members.get(pub.src_node) != pub.src_incarnation:
             self.drops.drop("nonmember", pub.src_node, f"publication from {pub.src_incarnation}")
-            return
-        if not pub.channel:
-            self.heard(self.peers[pub.src_node], time.monotonic())
             return
         if parts[0] not in self.topics:
             return  # queued before an unsubscribe took effect
@@ -415,7 +456,11 @@ class IoLoop:
             else:
                 was, peer.push_connected = peer.push_connected, connected
             if was and ev["event"] == zmq.EVENT_DISCONNECTED:
+                # TCP closed, or libzmq's heartbeat timed out (the peer is frozen or
+                # cut off): either way nothing sent to it now would arrive.
                 self.report_down(peer, "disconnected")
+            elif connected and peer.down and self.peers.get(peer.node_id) is peer:
+                self.revive(peer)
 
     # -- outbound -----------------------------------------------------------------------
 
@@ -470,6 +515,7 @@ class IoLoop:
                 else:
                     self.counts["frames_out"] += 1
                     self.counts["msgs_out"] += n
+                    peer.last_flush = time.perf_counter()
                 peer.backlog.popleft()
                 self.shared.release(peer.node_id, size)
             if push in self.poller:
@@ -484,6 +530,9 @@ class IoLoop:
         # Queue only on a completed connection: until then frames wait in our backlog,
         # which is bounded in bytes (max_backlog), not in ZeroMQ's pipe.
         push.setsockopt(zmq.IMMEDIATE, 1)
+        # Liveness of a peer this node talks to (module docstring): in libzmq's threads.
+        push.setsockopt(zmq.HEARTBEAT_IVL, self.hb_ivl)
+        push.setsockopt(zmq.HEARTBEAT_TIMEOUT, self.hb_timeout)
         if self.creds is not None:
             curve_client(push, self.creds, peer.info.key)
         push_mon = push.get_monitor_socket(MONITOR_EVENTS)  # before connect: see open_sub
@@ -498,40 +547,47 @@ class IoLoop:
             return
         with peer.lock:  # the lock hands the new socket to callers (a memory barrier)
             peer.push, peer.push_mon = push, push_mon
+        peer.push_opened = time.monotonic()
+        peer.last_flush = time.perf_counter()  # a new socket is not idle
         self.by_push[push] = peer
+        self.counts["pushes"] = len(self.by_push)
         self.by_monitor[push_mon] = (peer, "push")
         self.poller.register(push_mon, zmq.POLLIN)
         self.shared.direct = {**self.shared.direct, peer.node_id: peer}
 
     # -- timers -------------------------------------------------------------------------
 
-    def heartbeat(self, now: float) -> None:
-        """Publish a heartbeat and schedule the next one."""
-        self.hb_seq += 1
-        body = encode_heartbeat(self.node_id, self.incarnation, self.hb_seq)
-        self.pub.send_multipart([HEARTBEAT_TOPIC, body], zmq.NOBLOCK)
-        self.counts["heartbeats_out"] += 1
-        self.next_hb = now + self.hb_interval
+    def awake(self, now: float) -> None:
+        """Something happened: tick every TICK again (from the next tick on)."""
+        self.active_at = now
+        if self.deep:
+            self.deep = self.inbound.io_deep = False
+            self.next_tick = min(self.next_tick, now + TICK)
 
-    def heard(self, peer: Peer, now: float) -> None:
-        """A heartbeat from ``peer`` read at ``now``: note it and the gap since the last."""
-        if peer.last_heard:
-            peer.gap = max(now - peer.last_heard, peer.gap * GAP_DECAY)
-        peer.last_heard = now
-        self.counts["heartbeats_in"] += 1
-        if peer.down:
-            self.revive(peer)
-
-    def timeout_of(self, peer: Peer) -> float:
-        """``peer``'s silence timeout now: scaled by how late its heartbeats came lately."""
-        return min(self.peer_timeout_max, max(self.peer_timeout, LOAD_FACTOR * peer.gap))
-
-    def check_silence(self, now: float) -> None:
-        """Report peers not heard within their timeout (a new peer gets ``join_grace`` more)."""
-        for peer in list(self.peers.values()):
-            heard = peer.last_heard or peer.added_at + self.join_grace
-            if not peer.down and now - heard > self.timeout_of(peer):
-                self.report_down(peer, "silent")
+    def tick(self, now: float) -> None:
+        """Once per TICK (DEEP_TICK when idle): count the tick (the health check's sign
+        of life), report peers whose PUSH has not connected within ``join_grace +
+        peer_timeout``, close PUSH sockets idle for IDLE_CLOSE."""
+        self.counts["ticks"] += 1
+        frames_in = self.counts["frames_in"]
+        if frames_in != self.seen_in:  # idle workers took frames meanwhile
+            self.seen_in = frames_in
+            self.awake(now)
+        self.deep = self.inbound.io_deep = now - self.active_at >= DEEP_AFTER
+        self.next_tick = now + (DEEP_TICK if self.deep else TICK)
+        if not self.by_push:
+            return
+        limit = self.join_grace + self.peer_timeout
+        idle_before = time.perf_counter() - IDLE_CLOSE
+        for peer in list(self.by_push.values()):
+            if not peer.push_connected:
+                if not peer.down and now - peer.push_opened > limit:
+                    self.report_down(peer, "unreachable")
+            elif (max(peer.last_direct, peer.last_flush) < idle_before and not peer.backlog
+                    and not self.shared.pending.get(peer.node_id, 0)
+                    and (self.in_use is None or not self.in_use(peer.node_id))):
+                self.close_push(peer)
+                self.counts["pushes_idle_closed"] += 1
 
     # -- shutdown -----------------------------------------------------------------------
 

@@ -73,10 +73,6 @@ class Peer:
     node_id: int
     info: PeerInfo
     added_at: float
-    last_heard: float = 0.0  # monotonic time of the last heartbeat; 0 = never
-    # The longest recent gap between two of its heartbeats, decaying (GAP_DECAY per
-    # heartbeat): a peer starved by load heartbeats late, and its silence timeout grows.
-    gap: float = 0.0
     # Held by whoever touches ``push``: the I/O thread (open, flush, close) or a caller
     # sending a frame directly. A ZeroMQ socket is never used by two threads at once.
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -86,7 +82,9 @@ class Peer:
     direct_frames: int = 0
     last_direct: float = 0.0
     push_mon: zmq.Socket[bytes] | None = None
-    sub: zmq.Socket[bytes] | None = None  # connected to the peer's PUB when it is added
+    push_opened: float = 0.0  # monotonic time the PUSH socket was opened (I/O thread)
+    last_flush: float = 0.0  # perf_counter of the I/O thread's last frame to it (or open)
+    sub: zmq.Socket[bytes] | None = None  # connected to its PUB while this node subscribes
     sub_mon: zmq.Socket[bytes] | None = None
     push_connected: bool = False
     sub_connected: bool = False

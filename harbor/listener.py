@@ -16,6 +16,7 @@ them on ``start()``; a listener never adopted is closed with :meth:`close`.
 from __future__ import annotations
 
 import threading
+from typing import Final
 
 import zmq
 
@@ -39,6 +40,8 @@ def _bind(sock: zmq.Socket[bytes], host: str, port: int) -> int:
     assert isinstance(endpoint, bytes)
     return int(endpoint.rsplit(b":", 1)[1])
 
+
+MAX_SOCKETS: Final = 8192  # sockets per harbor context (the open-file limit binds first)
 
 class Listener:
     """PULL and PUB bound now; ``endpoints`` are the ports the sockets hold.
@@ -70,6 +73,9 @@ class Listener:
         advertise = advertise_host or bind_host
         self.credentials = credentials
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        # libzmq's default of 1,023 sockets per context would stop a node talking to
+        # ~340 peers at once (a PUSH and its monitor's two PAIRs each: docs/scale.md).
+        ctx.set(zmq.MAX_SOCKETS, MAX_SOCKETS)
         socks: list[zmq.Socket[bytes]] = []
         auth = None
         try:

@@ -20,12 +20,14 @@ Contract shared by both:
 - ``on_peer_down(node_id, incarnation, reason)`` is called at most once per
   (node, incarnation); reasons: "left" (removed from the peer set),
   "replaced" (a new incarnation appeared), "disconnected" (its connection
-  dropped after it had connected), "silent" (no heartbeat within the peer
-  timeout). From then on ``send`` to that incarnation raises ``PeerDown`` and
-  its queued messages are dropped, until membership removes it or gives it a
-  new incarnation, or its heartbeats are heard again with the same
-  incarnation (a healed partition: it is alive again, counted in
-  ``peers_revived``; what failed meanwhile stays failed).
+  dropped or timed out after it had connected: the peer died, froze or was
+  cut off), "unreachable" (a connection to it never completed). From then on
+  ``send`` to that incarnation raises ``PeerDown`` and its queued messages
+  are dropped, until membership removes it or gives it a new incarnation, or
+  it connects again with the same incarnation (a healed partition: it is
+  alive again, counted in ``peers_revived``; what failed meanwhile stays
+  failed). A peer this node neither sends to nor subscribes to is not
+  watched by the transport at all: membership says when it leaves.
 - ``max_frame`` is a cluster-wide setting: a sender packs frames up to its
   own limit and a receiver drops frames over its own.
 

@@ -16,8 +16,9 @@ Channel publications (PUB -> SUB) are two-part ZeroMQ messages::
     body  = [VERSION, src_node, src_incarnation, source_handle, payload]
 
 The NUL terminator makes SUB prefix matching exact ("chat" does not match
-"chatroom"). The empty channel is reserved: topic ``b"\\x00"`` is the harbor
-heartbeat, whose ``source_handle`` is 0 and payload a sequence number.
+"chatroom"). The empty channel does not exist: a publication under topic
+``b"\\x00"`` is refused ("decode"). Liveness is not on the wire: libzmq's ZMTP
+heartbeats carry it (:mod:`harbor._ioloop`).
 
 Decoding is bounded: a frame longer than ``max_size`` is refused before it is
 parsed; its header (the first :data:`FRAME_OVERHEAD` bytes) is read alone by
@@ -49,7 +50,6 @@ from harbor.errors import FrameError, PayloadError
 
 __all__ = [
     "FRAME_OVERHEAD",
-    "HEARTBEAT_TOPIC",
     "MAX_CONTAINER_LEN",
     "VERSION",
     "Frame",
@@ -61,7 +61,6 @@ __all__ = [
     "decode_frame",
     "decode_publication",
     "encode_frame",
-    "encode_heartbeat",
     "encode_message",
     "encode_publication",
     "join_frame",
@@ -69,7 +68,6 @@ __all__ = [
 ]
 
 VERSION: Final = 1
-HEARTBEAT_TOPIC: Final = b"\x00"
 # Upper bound of everything in a frame but its encoded messages: the outer
 # array header, five ints of at most 9 bytes each and the batch array header.
 FRAME_OVERHEAD: Final = 64
@@ -133,7 +131,7 @@ class WirePolicy:
 
 
 class Publication(NamedTuple):
-    """A decoded channel publication; ``channel`` is ``""`` for a heartbeat."""
+    """A decoded channel publication."""
 
     channel: str
     src_node: int
@@ -400,13 +398,8 @@ def encode_publication(src_node: int, src_inc: int, source: int, payload: Any) -
         raise PayloadError("encode", f"{type(exc).__name__}: {exc}") from None
 
 
-def encode_heartbeat(src_node: int, src_inc: int, seq: int) -> bytes:
-    """Encode a heartbeat body (send it under :data:`HEARTBEAT_TOPIC`)."""
-    return encode_publication(src_node, src_inc, 0, seq)
-
-
 def decode_publication(topic: bytes, body: bytes, max_size: int) -> Publication:
-    """Decode a two-part publication; a heartbeat comes back with ``channel == ""``.
+    """Decode a two-part publication.
 
     Raises ``FrameError`` "oversize", "truncated", "decode" or "version".
     """
@@ -418,6 +411,8 @@ def decode_publication(topic: bytes, body: bytes, max_size: int) -> Publication:
         channel = topic[:-1].decode("utf-8")
     except UnicodeDecodeError:
         raise FrameError("decode", "topic not utf-8") from None
+    if not channel:
+        raise FrameError("decode", "empty channel")
     obj = _unpack(body, max_size)
     if type(obj) is not list or not obj or not _is_int(obj[0]):
         raise FrameError("decode", "not a publication")

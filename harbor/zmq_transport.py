@@ -1,8 +1,8 @@
 """ZeroMQ implementation of :class:`harbor.transport.Transport`.
 
 Sockets: a bound PULL (actor frames in; bound before the node advertises it,
-:mod:`harbor.listener`), a bound PUB (channels and heartbeats out), a PUSH per
-peer this node sends to, a SUB per peer connected to its PUB, and inproc
+:mod:`harbor.listener`), a bound PUB (channels out), a PUSH per peer this
+node sends to, a SUB per peer while this node subscribes to a channel, and inproc
 PAIRs for wake-ups. The harbor I/O thread (:mod:`harbor._ioloop`) owns PUB,
 SUB and the monitors; each PUSH is used under its peer's lock by the I/O
 thread or by a caller sending a quiet peer's message itself (no hand-off);
@@ -10,16 +10,16 @@ PULL is read under its lock by the I/O thread or, with :meth:`idle_wait`, by
 the node's idle worker, which runs what it receives (:mod:`harbor._inbound`).
 No ZeroMQ socket is ever used by two threads at once.
 
-Failure detection: every transport publishes a heartbeat every
-``heartbeat_interval`` (0.2 s); a peer not heard for its silence timeout
-(``join_grace`` more for a peer never heard yet) is reported "silent". The
-timeout scales with load: three times the longest recent gap between that
-peer's heartbeats, never below ``peer_timeout`` (1 s) nor above
-``peer_timeout_max`` (5 x ``peer_timeout`` unless given), so a peer starved
-by a busy machine is not declared dead for heartbeating late. The
-socket monitors on SUB and on every PUSH report a peer whose TCP connection
-dropped after it had connected as "disconnected" -- a killed process is seen
-within milliseconds.
+Failure detection (issue 15): no heartbeat crosses Python. Each PUSH socket
+carries ZMTP heartbeats (``ZMQ_HEARTBEAT_IVL/TIMEOUT``) that libzmq's own
+I/O thread sends and answers, so a peer this node talks to is reported
+"disconnected" at most ``peer_timeout`` (1 s) after it died, froze or was cut
+off -- a killed process within milliseconds, as its TCP connection drops --
+while a live peer whose Python threads are starved by load still answers.
+A PUSH that never connects is reported "unreachable" after ``join_grace +
+peer_timeout``. Peers this node does not talk to cost nothing: membership
+(their ZooKeeper session) says when they leave. An idle cluster sends
+nothing at all.
 
 Trust (with ``credentials``): every TCP socket speaks CURVE. PULL and PUB are
 CURVE servers whose handshakes a ZAP handler (:mod:`harbor.curve`) answers
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from time import perf_counter
 from typing import Any, Final
 
@@ -132,7 +133,10 @@ class ZmqTransport(Transport):
     With ``credentials`` (:func:`harbor.keys.load`) every socket speaks CURVE
     and only allow-listed nodes get in (module docstring); ``wire_policy``
     drops frames carrying messages it does not admit; ``max_backlog`` bounds
-    the bytes queued per peer (``send`` raises ``BacklogFull`` beyond).
+    the bytes queued per peer (``send`` raises ``BacklogFull`` beyond);
+    ``in_use(node_id)`` says whether the node still needs a peer's liveness
+    though it sent it nothing for a while (a call pending on it, a monitor):
+    a PUSH socket idle for 30 s to a peer not in use is closed.
 
     Raises ``ValueError`` for a node id or incarnation out of range, or a
     wildcard ``bind_host`` without ``advertise_host``.
@@ -152,14 +156,13 @@ class ZmqTransport(Transport):
         pub_port: int = 0,
         max_frame: int = DEFAULT_MAX_FRAME,
         log: LogFn | None = None,
-        heartbeat_interval: float = 0.2,
         peer_timeout: float = 1.0,
-        peer_timeout_max: float | None = None,
         join_grace: float = 2.0,
         credentials: Credentials | None = None,
         wire_policy: WirePolicy | None = None,
         max_backlog: int = DEFAULT_MAX_BACKLOG,
         listener: Listener | None = None,
+        in_use: Callable[[int], bool] | None = None,
     ) -> None:
         super().__init__(node_id, incarnation, deliver, deliver_pub, on_peer_down)
         if advertise_host is None and bind_host in ("0.0.0.0", "*", "::"):
@@ -171,10 +174,9 @@ class ZmqTransport(Transport):
         self._listener = listener
         self._ports = (pull_port, pub_port)
         self._max_frame = max_frame
-        if peer_timeout <= 0 or (peer_timeout_max is not None and peer_timeout_max < peer_timeout):
-            raise ValueError("peer_timeout > 0 and peer_timeout_max >= peer_timeout")
-        timeout_max = peer_timeout * 5 if peer_timeout_max is None else peer_timeout_max
-        self._timing = (heartbeat_interval, peer_timeout, join_grace, timeout_max)
+        if peer_timeout <= 0:
+            raise ValueError(f"peer_timeout must be > 0, got {peer_timeout}")
+        self._timing = (peer_timeout, join_grace)
         self._drops = DropLog(log or _logger.warning, f"harbor[{node_id}]")
         self._shared = Shared()
         # Owner: set_peers (any thread) replaces the whole dict; send reads it. Copy-on-write,
@@ -197,6 +199,7 @@ class ZmqTransport(Transport):
         self._untrusted: frozenset[int] = frozenset()
         # Set by idle_wait() before start: the node's idle workers read PULL.
         self._waiter: IdleWaiter | None = None
+        self._in_use = in_use
 
     def idle_wait(self) -> IdleWaiter:
         """Let the node's idle worker threads read this transport's PULL socket.
@@ -215,9 +218,9 @@ class ZmqTransport(Transport):
             return self._waiter
 
     @property
-    def silence_timeouts(self) -> tuple[float, float]:
-        """``(peer_timeout, peer_timeout_max)``: a peer's silence timeout lies between."""
-        return self._timing[1], self._timing[3]
+    def peer_timeout(self) -> float:
+        """Seconds after which a frozen or cut-off peer's connection is closed."""
+        return self._timing[0]
 
     @property
     def public_key(self) -> str | None:
@@ -249,9 +252,10 @@ class ZmqTransport(Transport):
                 pull, idle_tx,
                 node_id=self.node_id, incarnation=self.incarnation, deliver=self._deliver,
                 droplog=self._drops, max_frame=self._max_frame, policy=self._policy,
-                join_grace=self._timing[2],
+                join_grace=self._timing[1],
             )
             inbound.workers = self._waiter is not None
+            inbound.poke = self._shared.wake
             self._auth = auth
             self._endpoints = dict(lst.endpoints)
             self._shared.wake_tx = wake_tx
@@ -268,6 +272,7 @@ class ZmqTransport(Transport):
                 timing=self._timing,
                 credentials=self._creds,
                 before_term=auth.stop if auth is not None else None,
+                in_use=self._in_use,
             )
             self._thread = threading.Thread(
                 target=loop.run, name=f"skymesh-harbor-{self.node_id}", daemon=True
@@ -307,8 +312,8 @@ class ZmqTransport(Transport):
         (reported down, "untrusted": this node's PUSH and SUB to them close).
         Not cut: a revoked node's open subscription to this node's PUB (ZeroMQ
         cannot drop one subscriber; binding PUB afresh would make every peer
-        see this node disconnect). It keeps receiving publications and
-        heartbeats until its connection drops. The node's own key pair must
+        see this node disconnect). It keeps receiving publications until its
+        connection drops. The node's own key pair must
         stay the same. Thread-safe, never blocks.
         """
         if self._creds is None:

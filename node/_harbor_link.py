@@ -84,9 +84,8 @@ class HarborSettings:
     pub_port: int = 0
     factory: TransportFactory | None = None
     credentials: Credentials | None = None  # CURVE on every harbor socket (keys_dir)
-    # Silence timeout of a peer (seconds) and how far load may stretch it (None: 5x).
+    # Seconds after which a frozen or cut-off peer's connection is closed (ZMTP heartbeats).
     peer_timeout: float = 1.0
-    peer_timeout_max: float | None = None
 
 
 class HarborLink:
@@ -113,6 +112,7 @@ class HarborLink:
         self._channels: dict[str, set[int]] = {}
         self._member_waiters: dict[int, list[Callable[[], None]]] = {}
         self._down_hooks: list[Callable[[int], None]] = []
+        self._watch_hooks: list[Callable[[int], bool]] = []
         self._control: ControlFn = lambda event, source, target: None
         self.isolated = False  # on_session_lost = "isolate" while the session is lost
         # Tracebacks of a handler's error go to callers on other nodes only when set
@@ -126,6 +126,18 @@ class HarborLink:
     def on_peer_down(self, hook: Callable[[int], None]) -> None:
         """Call ``hook(node_id)`` when a peer is reported down (after its calls failed)."""
         self._down_hooks.append(hook)
+
+    def on_watching(self, hook: Callable[[int], bool]) -> None:
+        """``hook(node_id)`` says whether something local watches that node (a monitor)."""
+        self._watch_hooks.append(hook)
+
+    def in_use(self, nid: int) -> bool:
+        """Whether this node needs ``nid``'s liveness though it sent it nothing lately:
+        a call pending on it, or a local monitor of one of its services. The harbor
+        keeps its connection (and the ZMTP heartbeats on it) open while this holds."""
+        if self._pending.get(nid):  # one dict read: GIL-atomic, racing is harmless here
+            return True
+        return any(hook(nid) for hook in self._watch_hooks)
 
     def endpoints(self) -> dict[str, str]:
         """The endpoints to advertise in membership before :meth:`start`: the harbor's
@@ -166,7 +178,7 @@ class HarborLink:
                 bind_host=st.bind, advertise_host=st.advertise if st.advertise != st.bind else None,
                 pull_port=st.pull_port, pub_port=st.pub_port, log=log,
                 credentials=st.credentials, wire_policy=WIRE_POLICY,
-                peer_timeout=st.peer_timeout, peer_timeout_max=st.peer_timeout_max,
+                peer_timeout=st.peer_timeout, in_use=self.in_use,
                 listener=self._listener,
             )
             self._listener = None  # the transport owns it now (and closes it on stop)

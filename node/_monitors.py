@@ -35,6 +35,12 @@ class Monitors:
         self._watchers: dict[int, set[int]] = {}  # local target -> watchers (any node)
         self._remote: dict[int, set[int]] = {}  # remote target -> local watchers
         harbor.on_peer_down(self._node_down)
+        harbor.on_watching(self.watches)
+
+    def watches(self, nid: int) -> bool:
+        """Whether a local service monitors a service on node ``nid``."""
+        with self._lock:
+            return any(node_of(t) == nid for t in self._remote if self._remote[t])
 
     def _down(self, watcher: int, target: int, reason: str) -> None:
         self._router.post(watcher, (target, 0, SYSTEM, ("down", (target, reason))))

@@ -79,10 +79,9 @@ class NodeConfig:
     advertise: str | None = None
     pull_port: int = 0  # harbor PULL port (0: any free port)
     pub_port: int = 0  # harbor PUB port (0: any free port)
-    # A peer silent this long (seconds) is reported down; load stretches it up to
-    # harbor_peer_timeout_max (0: five times harbor_peer_timeout).
+    # A peer this node talks to that froze or was cut off is reported down this long
+    # (seconds) after: the ZMTP heartbeat timeout of its connection (harbor._ioloop).
     harbor_peer_timeout: float = 1.0
-    harbor_peer_timeout_max: float = 0.0
     zk_hosts: str | None = None
     redis_url: str | None = field(default=None, repr=False)  # may carry a password
     session_timeout: float = 10.0
@@ -140,8 +139,7 @@ class NodeConfig:
 
 _INT = {"workers", "console_port", "pull_port", "pub_port", "offload_threads", "mailbox_limit",
         "admin_port"}  # fmt: skip
-_FLOAT = {"call_timeout", "monitor_threshold", "session_timeout", "harbor_peer_timeout",
-          "harbor_peer_timeout_max"}
+_FLOAT = {"call_timeout", "monitor_threshold", "session_timeout", "harbor_peer_timeout"}
 _STR = {"cluster", "bind", "advertise", "zk_hosts", "redis_url", "log_file", "log_level",
         "console_token", "console_bind", "on_session_lost", "log_format",
         "console_token_file", "zk_auth", "zk_tls_ca", "zk_tls_cert", "zk_tls_key",
@@ -255,8 +253,6 @@ def _validate(raw: dict[str, Any]) -> NodeConfig:
     timeout = out.get("harbor_peer_timeout", 1.0)
     if timeout <= 0:
         raise ConfigError(f"harbor_peer_timeout must be > 0, got {timeout}")
-    if 0 < out.get("harbor_peer_timeout_max", 0.0) < timeout:
-        raise ConfigError("harbor_peer_timeout_max must be 0 or >= harbor_peer_timeout")
     if "workers" in out and out["workers"] > 256:
         raise ConfigError(f"workers must be at most 256, got {out['workers']}")
     return NodeConfig(**out)

@@ -127,7 +127,6 @@ class Node:
         tracing: bool = False,
         tracer_provider: Any = None,
         harbor_peer_timeout: float = 1.0,
-        harbor_peer_timeout_max: float = 0.0,
     ) -> None:
         self.node_id = node_id
         self.incarnation = time.time_ns()
@@ -176,7 +175,7 @@ class Node:
         self._coord_link = CoordLink(self.coord, router)
         self._harbor = HarborLink(router, self._coord_link, HarborSettings(
             bind, advertise or bind, pull_port, pub_port, transport, creds,
-            harbor_peer_timeout, harbor_peer_timeout_max or None,
+            harbor_peer_timeout,
         ))
         self._names = Names(router, self._coord_link)
         self._monitors = Monitors(router, self._harbor)
@@ -253,7 +252,6 @@ class Node:
             admin_bind=cfg.admin_bind, tracing=cfg.tracing,
             coord_options=cfg.coord_options(), keys_dir=cfg.keys_dir, insecure=cfg.insecure,
             harbor_peer_timeout=cfg.harbor_peer_timeout,
-            harbor_peer_timeout_max=cfg.harbor_peer_timeout_max,
         )
         node.start()
         try:

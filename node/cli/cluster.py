@@ -66,7 +66,7 @@ def _health(args: argparse.Namespace, local_health: LocalHealth | None) -> int:
     """Exit 0 only if the node itself works and is a member.
 
     With a ``console_port`` the local console runs ``health`` (coordination
-    session CONNECTED, ``.launcher`` answers, the harbor publishes heartbeats:
+    session CONNECTED, ``.launcher`` answers, the harbor loop turns:
     see ``node/builtins/health.py``); a node that does not answer within
     ``--timeout`` is unhealthy. With ZooKeeper, the node must also be listed in
     the cluster's membership.

@@ -254,9 +254,13 @@ def test_restarted_node_never_gets_its_predecessors_replies(nodes, driver: Node)
     time.sleep(4.5)  # node 1's reply to the old incarnation has been sent or dropped
 
     def dropped() -> int:
+        # Node 1 drops it (its link knows the old incarnation is down, or its harbor
+        # could never reach the dead process: node 1 held no socket to node 2 before
+        # replying), or the new node 2's harbor refuses it as meant for its predecessor.
         n1 = driver.call("@launcher:1", "node_stat")
         n2 = driver.call("@launcher:2", "node_stat")
         return (n1["drops"].get("node-down", 0)
+                + n1["harbor"].get("drop_peer-down", 0) + n1["harbor"].get("drop_peer-left", 0)
                 + n2["harbor"].get("drop_stale-incarnation", 0))
 
     wait_for(lambda: dropped() >= 1, timeout=20)

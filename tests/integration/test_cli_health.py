@@ -4,7 +4,7 @@ A real node process (ZooKeeper, CURVE keys, a console bound on loopback) is
 frozen with SIGSTOP: ZooKeeper still lists it (its session outlives the
 check), so the old membership-only check said ok; the new one asks the node's
 own console to run ``health`` (coordination connected, ``.launcher`` answers,
-the harbor publishes heartbeats) and fails within ``--timeout``. SIGCONT and
+the harbor loop turns) and fails within ``--timeout``. SIGCONT and
 it is healthy again.
 """
 
@@ -121,20 +121,20 @@ def test_a_stalled_harbor_is_unhealthy(servers: dict[str, str], cluster: str,
                 return c.command("health")
 
         ok, lines = wait_for(lambda: (r := health())[0] and r, timeout=20)
-        assert "harbor publishes heartbeats" in lines
+        assert "harbor loop turns" in lines
 
-        stall = IoLoop.heartbeat
+        stall = IoLoop.tick
 
         def stalled(self: IoLoop, now: float) -> None:
-            time.sleep(0.5)  # the loop turns no more than twice a second, publishing nothing
+            time.sleep(0.5)  # the loop turns no more than twice a second, counting no tick
 
-        monkeypatch.setattr(IoLoop, "heartbeat", stalled)
+        monkeypatch.setattr(IoLoop, "tick", stalled)
         time.sleep(0.6)  # the loop is inside the stalled call now
         ok, lines = health()
-        assert not ok and "harbor: no heartbeat published" in lines[-1], lines
+        assert not ok and "harbor: its loop did not turn" in lines[-1], lines
         assert "coordination" not in lines[-1] and "workers" not in lines[-1], lines
 
-        monkeypatch.setattr(IoLoop, "heartbeat", stall)
+        monkeypatch.setattr(IoLoop, "tick", stall)
         wait_for(lambda: health()[0], timeout=10)
     finally:
         n.stop()

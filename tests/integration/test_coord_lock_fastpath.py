@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def _locks(c: object) -> object:
-    return c._redis  # type: ignore[attr-defined]  # noqa: SLF001 - the engine under test
+    return c._redis_locks()  # type: ignore[attr-defined]  # noqa: SLF001 - the engine under test
 
 
 def test_fast_path_never_overtakes_a_queued_waiter(make_coord, servers, cluster):

@@ -173,7 +173,10 @@ def test_zk_stop_and_restart(make_coord, faults):
     finally:
         faults.start_zk()
     wait_for(lambda: a.health is coord.Health.CONNECTED, timeout=40, what="reconnected")
-    wait_for(lambda: a.is_master(), what="master again")
+    # If the restart outlasted the session (a loaded machine), the node joins again with
+    # a new session, which may wait for its old znodes to go first: up to 1.5 x the
+    # session timeout + 2 s (coord/zk.py), then the election.
+    wait_for(lambda: a.is_master(), timeout=45, what="master again")
     assert a.master()[1] > epoch0
     assert h.valid and not w.lost.is_set()  # the session survived
     a.register_name("x", 1)

@@ -97,13 +97,13 @@ def test_encode_errors_are_payload_errors():
         wire.encode_publication(1, 11, 5, {1, 2})
 
 
-def test_publication_round_trip_and_heartbeat():
+def test_publication_round_trip_and_no_empty_channel():
     topic = wire.channel_topic("chat")
     assert topic == b"chat\x00"
     pub = wire.decode_publication(topic, wire.encode_publication(1, 11, 7, ("hi", 1)), MAX)
     assert pub == ("chat", 1, 11, 7, ["hi", 1])
-    hb = wire.decode_publication(wire.HEARTBEAT_TOPIC, wire.encode_heartbeat(1, 11, 9), MAX)
-    assert hb == ("", 1, 11, 0, 9)
+    with pytest.raises(FrameError, match="empty channel"):  # what heartbeats once used
+        wire.decode_publication(b"\x00", wire.encode_publication(1, 11, 0, 9), MAX)
 
 
 def test_publication_errors():

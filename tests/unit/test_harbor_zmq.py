@@ -223,20 +223,21 @@ def test_send_errors(make):
         a.t.send(2, (1, 2, 3, 0, None))
 
 
-def test_peer_left_replaced_and_silent(make):
+def test_peer_left_replaced_and_unreachable(make):
     a, b = make(1, peer_timeout=0.3, join_grace=0.2), make(2)
     mesh(a, b)
-    assert a.wait(lambda: a.t.stats()["heartbeats_in"] > 0)
+    a.t.send(2, (1, 2, 3, 0, None))
+    assert b.wait(lambda: len(b.msgs) == 1)
     a.t.set_peers({2: PeerInfo(299, **b.t.endpoints)})  # b "restarted"
     assert a.wait(lambda: (2, 201, "replaced") in a.downs)
     a.t.set_peers({})
     assert a.wait(lambda: (2, 299, "left") in a.downs)
-    # A member whose process never answers: reported silent once, after grace + timeout.
+    # A member whose process never answers: reported once, after grace + timeout.
     a.t.set_peers({3: PeerInfo(301, "tcp://127.0.0.1:9", "tcp://127.0.0.1:9")})
     a.t.send(3, (1, 2, 3, 0, None))
-    assert a.wait(lambda: (3, 301, "silent") in a.downs, timeout=5)
+    assert a.wait(lambda: (3, 301, "unreachable") in a.downs, timeout=5)
     time.sleep(0.5)
-    assert a.downs == [(2, 201, "replaced"), (2, 299, "left"), (3, 301, "silent")]
+    assert a.downs == [(2, 201, "replaced"), (2, 299, "left"), (3, 301, "unreachable")]
     assert a.t.stats()["peers_down"] == 3
     with pytest.raises(PeerDown):  # reported down: refused, until membership changes it
         a.t.send(3, (1, 2, 3, 0, None))
@@ -259,14 +260,12 @@ def test_stop_leaves_no_thread_and_is_idempotent(make):
         a.t.start()
 
 
-def test_slow_deliver_does_not_starve_heartbeats(make):
+def test_slow_deliver_reports_nobody_down(make):
     # Each deliver call takes 0.15 s and ~10 frames queue up: 1.5 s of work, three peer
-    # timeouts. Turns are time-bounded, so heartbeats keep flowing both ways.
+    # timeouts. libzmq answers the connection's heartbeats meanwhile.
     a = make(1, peer_timeout=0.5)
     b = make(2, peer_timeout=0.5, slow=0.15)
     mesh(a, b)
-    assert a.wait(lambda: a.t.stats()["heartbeats_in"] > 0)
-    assert b.wait(lambda: b.t.stats()["heartbeats_in"] > 0)
     for burst in range(10):
         for i in range(100):
             a.t.send(2, (1, 2, burst * 100 + i, 0, None))
