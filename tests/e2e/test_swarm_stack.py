@@ -24,17 +24,14 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.compose_helpers import _ZK_DUMP, ROOT, wait_until
+from tests.e2e.compose_helpers import _ZK_DUMP as _COMPOSE_ZK_DUMP
+from tests.e2e.compose_helpers import ROOT, wait_until
 
-# Opt-in (SKYMESH_E2E_SWARM=1): in the last two runs on this machine the stack's nodes
-# got "No route to host" on the overlay network and the scale-out test failed (it had
-# passed before). Issue 15 (item 4) stays open until it passes in the test command again.
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.timeout(1200),
-    pytest.mark.skipif(os.environ.get("SKYMESH_E2E_SWARM") != "1",
-                       reason="Swarm e2e is opt-in (SKYMESH_E2E_SWARM=1): issue 15, see its note"),
-]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
+
+# The stack mounts the ZooKeeper identity as a Swarm secret (the compose files, in a volume).
+_ZK_DUMP = _COMPOSE_ZK_DUMP.replace("/secrets/zk_auth", "/run/secrets/zk_auth")
+assert _ZK_DUMP != _COMPOSE_ZK_DUMP
 
 STACK = f"skye2e{uuid.uuid4().hex[:6]}"
 NODE_SERVICE = f"{STACK}_node"
@@ -52,6 +49,7 @@ s.connect(("zookeeper", 2181))
 cfg = load_config({"cluster": os.environ["SKYMESH_CLUSTER"], "node_id": "auto",
                    "zk_hosts": os.environ["SKYMESH_ZK_HOSTS"], "bind": "0.0.0.0",
                    "advertise": s.getsockname()[0], "log_level": "error",
+                   "zk_auth_file": "/run/secrets/zk_auth",
                    "keys_dir": os.environ["SKYMESH_KEYS_DIR"]}, env={})
 node = Node.from_config(cfg)
 time.sleep(1.0)  # the members' membership watches see this client first
@@ -242,3 +240,49 @@ def test_a_client_without_the_cluster_key_gets_no_answer(stack: None) -> None:
     out = json.loads(exec_py(node_containers()[0], script,
                              json.dumps([[f"demo.{min(ids)}", "ping"]])))
     assert "ok" not in out[0], out
+
+
+# Runs inside a node container: what a client on the overlay network without the
+# secrets gets from ZooKeeper and Redis, and what the nodes' Redis password gets.
+_WITHOUT_SECRETS = r"""
+import json, socket, sys
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoAuthError
+zk = KazooClient(hosts="zookeeper:2181", timeout=5.0)
+zk.start(timeout=15)
+try:
+    zk.get_children(sys.argv[1])
+    zk_out = "read"
+except NoAuthError:
+    zk_out = "NoAuth"
+zk.stop(); zk.close()
+
+def redis(*commands):
+    s = socket.create_connection(("redis", 6379), timeout=5)
+    for c in commands:
+        words = c.split()
+        s.sendall(b"*%d\r\n" % len(words)
+                  + b"".join(b"$%d\r\n%s\r\n" % (len(w), w.encode()) for w in words))
+    out = b""
+    while out.count(b"\r\n") < len(commands):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        out += chunk
+    s.close()
+    return out.decode()
+
+pw = open("/run/secrets/redis_password").read().strip()
+print(json.dumps({"zk": zk_out, "redis": redis("GET x"), "redis_pw": redis("AUTH " + pw, "PING")}))
+"""
+
+
+def test_zookeeper_and_redis_refuse_whoever_lacks_the_secrets(stack: None) -> None:
+    """Attack from inside the overlay network: a ZooKeeper client without the cluster's
+    digest identity cannot read its znodes; a Redis client without the password is
+    refused (NOAUTH) while the nodes' own password works."""
+    settled(3) or wait_until("3 nodes", lambda: settled(3), 240, 2.0)
+    out = json.loads(exec_py(node_containers()[0], _WITHOUT_SECRETS, f"{ZROOT}/nodes"))
+    assert out["zk"] == "NoAuth", out
+    assert out["redis"].startswith("-NOAUTH"), out
+    assert out["redis_pw"] == "+OK\r\n+PONG\r\n", out

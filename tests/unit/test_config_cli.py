@@ -114,3 +114,27 @@ def test_cli_failing_service_exits_nonzero() -> None:
     _, err = p.communicate(timeout=30)
     assert p.returncode == 1
     assert "failed to start" in err
+
+
+def test_keys_init_writes_the_service_secrets_privately(tmp_path) -> None:
+    """``skymesh keys init`` writes what a Swarm stack mounts as secrets: the CURVE keys,
+    the console token, the ZooKeeper identity and the Redis password, all 0600."""
+    import stat
+    import subprocess
+    import sys
+
+    from node.config import load_config
+
+    d = tmp_path / "keys"
+    run = [sys.executable, "-m", "node.cli", "keys", "init", str(d)]
+    subprocess.run(run, check=True, capture_output=True)
+    zk, pw = (d / "zk_auth").read_text(), (d / "redis_password").read_text()
+    assert zk.startswith("digest:skymesh:") and len(zk.strip()) > 40 and len(pw.strip()) >= 40
+    for f in ("zk_auth", "redis_password", "console.token"):
+        assert stat.S_IMODE((d / f).stat().st_mode) == 0o600, f
+    cfg = load_config({"zk_auth_file": str(d / "zk_auth"),
+                       "redis_password_file": str(d / "redis_password"),
+                       "redis_url": "redis://127.0.0.1:6379/0"}, env={})
+    assert cfg.zk_auth == zk.strip() and pw.strip() in (cfg.redis_url or "")
+    subprocess.run([*run, "--force"], check=True, capture_output=True)  # new CURVE keys ...
+    assert (d / "zk_auth").read_text() != zk  # ... and, forced, new secrets
