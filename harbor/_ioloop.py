@@ -48,7 +48,7 @@ HOLD_MS: Final = 5  # ... polling PULL for at most this long per turn (milliseco
 # Frames are packed up to this size (or max_frame if smaller): big enough to amortize the
 # per-frame cost, small enough that decoding one never holds the receiver's turn for long.
 BATCH_BYTES: Final = 256 * 1024
-SUB_PER_TURN: Final = 4096  # publications read per turn; silence is judged only when SUB is drained
+SUB_PER_TURN: Final = 4096  # publications read per SUB per turn at most
 MONITOR_EVENTS: Final = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
 SNDHWM: Final = 256  # frames queued in ZeroMQ per peer before frames wait in our backlog
 # The loop's longest sleep while frames flow: parked frames, the fallback read of PULL
@@ -405,7 +405,7 @@ class IoLoop:
     # -- inbound ------------------------------------------------------------------------
 
     def read_sub(self, peer: Peer) -> bool:
-        """Handle ``peer``'s queued publications; True if drained (silence can be judged)."""
+        """Handle ``peer``'s queued publications, at most SUB_PER_TURN; True if drained."""
         for _ in range(SUB_PER_TURN):
             if peer.sub is None:  # closed by a callback's effect meanwhile
                 return True
