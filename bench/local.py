@@ -23,6 +23,7 @@ from collections import deque
 from typing import Any
 
 from node import Node, Service, expose
+from node.node import GC_THRESHOLD
 
 WEIGHTS: dict[str, Any] = {}
 
@@ -181,8 +182,8 @@ class RingSpawner(Service):
 def many_services(n: int, w: int, weights: tuple[int, ...] | None, base: float) -> None:
     """``--services N``: N services in one node: spawn, memory, a ring of messages
     through all of them, and N timers in the heap at once."""
-    with Node.standalone(workers=w, log_file="/dev/null", call_timeout=600,
-                         weights=weights) as node:
+    with Node.standalone(workers=w, gc_threshold=gc.get_threshold()[0],
+                         log_file="/dev/null", call_timeout=600, weights=weights) as node:
         sp = node.newservice(RingSpawner)
         gc.collect()
         before = rss_kb()
@@ -247,7 +248,8 @@ def main() -> None:
     p.add_argument("--spawn", type=int, default=100_000)
     p.add_argument("--weights", help="worker weights, e.g. 0,0 (default: skynet's table)")
     p.add_argument("--gc0", type=int, default=0,
-                   help="gc.set_threshold(N) first (young generation), baseline included")
+                   help="young-generation GC threshold for the baseline and the node (default: "
+                        "the node's own, node.node.GC_THRESHOLD; 700 is Python's)")
     p.add_argument("--services", type=int, default=0,
                    help="instead: N services in one node (spawn, memory, ring, timers)")
     p.add_argument("--tracing", action="store_true",
@@ -262,9 +264,10 @@ def main() -> None:
     weights = tuple(int(x) for x in args.weights.split(",")) if args.weights else None
     if weights is not None:
         WEIGHTS["weights"] = list(weights)
-    if args.gc0:
-        gc.set_threshold(args.gc0)
-        WEIGHTS["gc0"] = args.gc0
+    # The baseline runs under the same young-generation threshold as the nodes.
+    gc0 = args.gc0 or GC_THRESHOLD
+    gc.set_threshold(gc0)
+    WEIGHTS["gc0"] = gc0
     w, n = args.workers, args.n
     base = max(baseline(n) for _ in range(3))  # BASE_CPU keeps the last: fine, it is CPU time
     emit("baseline_deque_loop", base, "msgs/s", workers=0)
@@ -272,8 +275,8 @@ def main() -> None:
         many_services(args.services, w, weights, base)
         return
 
-    with Node.standalone(workers=w, log_file="/dev/null", call_timeout=60,
-                         weights=weights, **tracing) as node:
+    with Node.standalone(workers=w, gc_threshold=gc.get_threshold()[0],
+                         log_file="/dev/null", call_timeout=60, weights=weights, **tracing) as node:
         # 1. one-way A -> B, counted at the receiver.
         rcv = node.newservice(Receiver)
         snd = node.newservice(Sender)
@@ -327,7 +330,8 @@ def main() -> None:
              cpu_ratio=cpu_ratio(per * 8, c0))
 
     # 5. spawn rate and memory per idle service, on a fresh node.
-    with Node.standalone(workers=w, log_file="/dev/null", call_timeout=60) as node:
+    with Node.standalone(workers=w, gc_threshold=gc.get_threshold()[0],
+                         log_file="/dev/null", call_timeout=60) as node:
         spawner = node.newservice(Spawner)
         node.call(spawner, "spawn", 100)
         gc.collect()

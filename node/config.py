@@ -108,6 +108,9 @@ class NodeConfig:
     weights: tuple[int, ...] | None = None
     offload_threads: int = 4  # the pool behind Service.offload
     mailbox_limit: int = 0  # default per-service mailbox bound (0: unbounded, like skynet)
+    # The interpreter's young-generation GC threshold, set when the node starts (process
+    # wide; 0: leave Python's 700). docs/design.md, "Garbage collection".
+    gc_threshold: int = 20_000
     send_tracebacks: bool = False  # remote callers get a handler's traceback too
     keys_dir: str | None = None  # cluster credentials (skymesh keys init): CURVE on the harbor
     insecure: bool = False  # allow a non-loopback harbor without keys (logged at start)
@@ -138,7 +141,7 @@ class NodeConfig:
 
 
 _INT = {"workers", "console_port", "pull_port", "pub_port", "offload_threads", "mailbox_limit",
-        "admin_port"}  # fmt: skip
+        "admin_port", "gc_threshold"}  # fmt: skip
 _FLOAT = {"call_timeout", "monitor_threshold", "session_timeout", "harbor_peer_timeout"}
 _STR = {"cluster", "bind", "advertise", "zk_hosts", "redis_url", "log_file", "log_level",
         "console_token", "console_bind", "on_session_lost", "log_format",
@@ -253,6 +256,8 @@ def _validate(raw: dict[str, Any]) -> NodeConfig:
     timeout = out.get("harbor_peer_timeout", 1.0)
     if timeout <= 0:
         raise ConfigError(f"harbor_peer_timeout must be > 0, got {timeout}")
+    if out.get("gc_threshold", 0) < 0:
+        raise ConfigError(f"gc_threshold must be >= 0, got {out['gc_threshold']}")
     if "workers" in out and out["workers"] > 256:
         raise ConfigError(f"workers must be at most 256, got {out['workers']}")
     return NodeConfig(**out)

@@ -16,6 +16,7 @@ above this module and could be replaced.
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import socket
 import threading
@@ -60,6 +61,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Node", "TransportFactory"]
 
+# Young-generation GC threshold a node sets at start (Python's default is 700): queued
+# envelopes are live tracked tuples, so at 700 a flood of messages runs thousands of
+# collections a second that each walk the queue (docs/design.md, "Garbage collection").
+GC_THRESHOLD = 20_000
 LOGGER = "node.builtins.logger:Logger"
 LAUNCHER = "node.builtins.launcher:Launcher"
 CONSOLE = "node.builtins.console:Console"
@@ -127,10 +132,12 @@ class Node:
         tracing: bool = False,
         tracer_provider: Any = None,
         harbor_peer_timeout: float = 1.0,
+        gc_threshold: int = GC_THRESHOLD,
     ) -> None:
         self.node_id = node_id
         self.incarnation = time.time_ns()
         self.call_timeout = call_timeout
+        self._gc_threshold = gc_threshold
         self.started_at = time.monotonic()
         self.profile = profile
         self._requested_id: int | None = node_id
@@ -251,7 +258,7 @@ class Node:
             log_level=cfg.log_level, log_format=cfg.log_format, admin_port=cfg.admin_port,
             admin_bind=cfg.admin_bind, tracing=cfg.tracing,
             coord_options=cfg.coord_options(), keys_dir=cfg.keys_dir, insecure=cfg.insecure,
-            harbor_peer_timeout=cfg.harbor_peer_timeout,
+            harbor_peer_timeout=cfg.harbor_peer_timeout, gc_threshold=cfg.gc_threshold,
         )
         node.start()
         try:
@@ -282,6 +289,9 @@ class Node:
             self.add_component(harbor)
         _NODES[self._router] = self
         self._running = self._life.running = True
+        if self._gc_threshold:
+            # Process-wide, like the worker threads a node owns: one node per process.
+            gc.set_threshold(self._gc_threshold, *gc.get_threshold()[1:])
         self._scheduler.start()
         self._worker_threads = {w.thread for w in self._scheduler.workers if w.thread}
         self._timer.start()

@@ -138,3 +138,26 @@ def test_keys_init_writes_the_service_secrets_privately(tmp_path) -> None:
     assert cfg.zk_auth == zk.strip() and pw.strip() in (cfg.redis_url or "")
     subprocess.run([*run, "--force"], check=True, capture_output=True)  # new CURVE keys ...
     assert (d / "zk_auth").read_text() != zk  # ... and, forced, new secrets
+
+
+def test_a_node_sets_the_young_gc_threshold_it_is_given() -> None:
+    """Process-wide, at start; 0 leaves the interpreter's own; a negative one is refused."""
+    import gc
+
+    from node import Node
+    from node.config import ConfigError, load_config
+    from node.node import GC_THRESHOLD
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, *before[1:])
+        with Node.standalone(workers=1, log_file="/dev/null"):
+            assert gc.get_threshold() == (GC_THRESHOLD, *before[1:])
+        gc.set_threshold(700, *before[1:])
+        with Node.standalone(workers=1, log_file="/dev/null", gc_threshold=0):
+            assert gc.get_threshold()[0] == 700
+        assert load_config({}, env={"SKYMESH_GC_THRESHOLD": "5000"}).gc_threshold == 5000
+        with pytest.raises(ConfigError, match="gc_threshold"):
+            load_config({"gc_threshold": -1}, env={})
+    finally:
+        gc.set_threshold(*before)
