@@ -404,17 +404,17 @@ class IoLoop:
 
     # -- inbound ------------------------------------------------------------------------
 
-    def read_sub(self, peer: Peer) -> bool:
-        """Handle ``peer``'s queued publications, at most SUB_PER_TURN; True if drained."""
+    def read_sub(self, peer: Peer) -> None:
+        """Handle ``peer``'s queued publications, at most SUB_PER_TURN (the rest next turn:
+        its SUB stays readable)."""
         for _ in range(SUB_PER_TURN):
             if peer.sub is None:  # closed by a callback's effect meanwhile
-                return True
+                return
             try:
                 parts = peer.sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                return True
+                return
             self.on_publication(peer, parts)
-        return False
 
     def on_publication(self, peer: Peer, parts: list[bytes]) -> None:
         """Handle one publication from ``peer``'s PUB; drop and count it if bad."""

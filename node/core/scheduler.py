@@ -261,7 +261,9 @@ class Scheduler:
             try:
                 if weight < 0:
                     # One message a turn (skynet's -1); turns follow each other at once
-                    # while no other mailbox waits.
+                    # while no other mailbox waits. Kept apart from the batch loop below
+                    # on purpose: merged (n = 1 for -1), one-way and fan-in measured 6-10%
+                    # slower in bench.local (an inner loop per message for nothing).
                     while True:
                         if len(q) > mb.overload:
                             mb.overload *= 2
