@@ -108,6 +108,21 @@ def _proc(pid: int) -> tuple[float, int]:
     return cpu, switches
 
 
+def _frames(node: Node) -> tuple[int, int, int, int]:
+    """This node's harbor counters: (frames out, messages out, frames in, messages in)."""
+    h = node.stats()["harbor"]
+    return h["frames_out"], h["msgs_out"], h["frames_in"], h["msgs_in"]
+
+
+def emit_frames(name: str, before: tuple[int, ...], after: tuple[int, ...]) -> None:
+    """Messages per frame this node sent (and received) between two :func:`_frames`:
+    how much the harbor batched. Per-frame costs (CURVE, the receiver's checks) are
+    what batching saves."""
+    d = [a - b for a, b in zip(after, before, strict=True)]
+    emit(name, d[1] / max(d[0], 1), "msgs/frame out",
+         msgs_per_frame_in=round(d[3] / max(d[2], 1), 2))
+
+
 def servers_env() -> dict[str, str]:
     script = ROOT / "scripts" / "servers.sh"
     if subprocess.run([script, "status"], check=False, capture_output=True).returncode != 0:
@@ -153,6 +168,7 @@ def run(args: argparse.Namespace, env: dict[str, str], keys_dir: str | None) -> 
         emit(f"cluster_oneway_msgs{sfx}", oneway, "msgs/s")
         # sequential round trip, with CPU and hand-offs (voluntary switches) per call
         before = _proc(os.getpid()), _proc(remote.pid)
+        h0 = _frames(node)
         elapsed, p99 = node.call(b, "calls", sink, args.calls, timeout=600)
         after = _proc(os.getpid()), _proc(remote.pid)
         rtt = elapsed / args.calls * 1e6
@@ -161,9 +177,11 @@ def run(args: argparse.Namespace, env: dict[str, str], keys_dir: str | None) -> 
         sw = [(a[1] - b0[1]) / args.calls for a, b0 in zip(after, before, strict=True)]
         emit(f"cluster_call_cpu{sfx}", cpu[0], "us/call", callee=round(cpu[1], 1))
         emit(f"cluster_call_switches{sfx}", sw[0], "per call", callee=round(sw[1], 2))
+        emit_frames(f"cluster_call_frames{sfx}", h0, _frames(node))
         # concurrent callers
         callers = [node.newservice(Blaster) for _ in range(args.callers)]
         per = max(1, args.calls // args.callers * 4)
+        h0 = _frames(node)
         t0 = time.perf_counter()
         threads = [threading.Thread(target=node.call, args=(c, "calls", sink, per),
                                     kwargs={"timeout": 600}) for c in callers]
@@ -173,6 +191,7 @@ def run(args: argparse.Namespace, env: dict[str, str], keys_dir: str | None) -> 
             t.join()
         v = per * len(callers) / (time.perf_counter() - t0)
         emit(f"cluster_calls_concurrent{sfx}", v, "calls/s", callers=len(callers))
+        emit_frames(f"cluster_calls_concurrent_frames{sfx}", h0, _frames(node))
         # 100 pairs ping-ponging across the two nodes (skynet's pairs, one side per node)
         pairs, rounds = 100, max(1, args.n // 200)
         bouncers = node.call(sink, "bouncers", pairs, timeout=120)

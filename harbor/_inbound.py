@@ -28,6 +28,7 @@ from typing import Final
 import zmq
 
 from harbor._droplog import DropLog
+from harbor._shared import ZMQ_EVENTS, ZMQ_NOBLOCK, ZMQ_POLLIN
 from harbor.errors import FrameError
 from harbor.keys import CLUSTER
 from harbor.transport import DeliverFn
@@ -175,7 +176,7 @@ class Inbound:
             self._waiting = False
             # ZMQError: full of wake-ups already, one is enough
             with contextlib.suppress(zmq.ZMQError):
-                self._wake_tx.send(self.wake_token, zmq.NOBLOCK)
+                self._wake_tx.send(self.wake_token, ZMQ_NOBLOCK)
 
     # -- reading (the lock holder) --------------------------------------------------------
 
@@ -186,11 +187,11 @@ class Inbound:
         for _ in range(PULL_PER_TURN):
             # EVENTS, not a recv that raises Again: building zmq.Again costs more than a
             # whole small frame's checks.
-            events = pull.getsockopt(zmq.EVENTS)
-            if not isinstance(events, int) or not events & zmq.POLLIN:
+            events = pull.getsockopt(ZMQ_EVENTS)
+            if not isinstance(events, int) or not events & ZMQ_POLLIN:
                 return
             try:
-                zf = pull.recv(zmq.NOBLOCK, copy=False)
+                zf = pull.recv(ZMQ_NOBLOCK, copy=False)
             except zmq.Again:
                 return
             self.on_frame(zf)
@@ -328,7 +329,7 @@ class Inbound:
             self.closed = True
             if self._waiting:
                 with contextlib.suppress(zmq.ZMQError):
-                    self._wake_tx.send(self.wake_token, zmq.NOBLOCK)
+                    self._wake_tx.send(self.wake_token, ZMQ_NOBLOCK)
         with self.lock:  # a waiting worker returns at once after the wake-up
             for s in (self.pull, self._wake_tx):
                 s.close(0)

@@ -43,7 +43,7 @@ import zmq
 from harbor._droplog import DropLog
 from harbor._inbound import Inbound
 from harbor._ioloop import IoLoop
-from harbor._shared import Peer, Shared
+from harbor._shared import ZMQ_NOBLOCK, Peer, Shared
 from harbor.curve import ZapAuthenticator
 from harbor.errors import (
     BacklogFull,
@@ -418,7 +418,7 @@ class ZmqTransport(Transport):
                 return False
             frame = join_frame(self.node_id, self.incarnation, peer.node_id, dst_inc, [data])
             try:
-                push.send(frame, zmq.NOBLOCK)
+                push.send(frame, ZMQ_NOBLOCK)
             except zmq.ZMQError:  # Again (not connected, or at its HWM) or closing
                 return False
             peer.direct_frames += 1
