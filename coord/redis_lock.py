@@ -5,16 +5,28 @@ Keys for lock ``k`` of cluster ``c`` (prefix ``P = skymesh:c:lock:k``):
 - ``P``          the lease: the holder's random token, with a PX ttl
 - ``P:fence``    fencing counter, INCR on every acquisition
 - ``P:q``        waiter queue, a ZSET of tokens scored by arrival (``P:qseq``)
-- ``P:w:<tok>``  a waiter's heartbeat (PX); a head whose heartbeat expired is
-                 dropped, so a dead waiter cannot block the queue
+- ``P:w:<tok>``  a waiter's heartbeat (PX): ``<ttl ms>:<attempt start us>:<id>``;
+                 a head whose heartbeat expired is dropped, so a dead waiter
+                 cannot block the queue
 
 Only the queue head may take a free lease, which makes waiting FIFO. Release
 and renewal compare the token in Lua. A release (or a withdrawn waiter) with
-a live waiter queued publishes ``<key>\n<head token>`` on one channel per
-cluster; only the process holding that head request acts on it, on its
-pub/sub thread, at once. Every waiter also retries on a jittered timer as the
-fallback (a lease that expired publishes nothing). One engine thread drives
-retries and renewals.
+a live waiter queued grants it the lease in the same script: the lease is set
+to the head's token with a new fence, for at most what is left of the head's
+heartbeat (so a dead or paused head blocks the lock no longer than its
+heartbeat would have), and ``<key>\n<head>\n<fence>\n<heartbeat>`` goes to
+the channel of the head's process alone (``...:lock-released:<id>``). That
+process takes the lock on its pub/sub thread with no round trip, trusting it
+from the start of the attempt that wrote the echoed heartbeat (before the
+grant, so a late notice is never trusted past the lease; a notice too late is
+checked with an acquire attempt instead), and renews it to the full ttl
+later. A withdrawn waiter gives a lease granted to it back. A head whose
+heartbeat is older (``'1'``, a previous version) is only named,
+``<key>\n<head>`` on the cluster's channel, and tries itself. Every waiter
+also retries on a jittered timer as the fallback: a lost notice (the acquire
+script finds the lease its own and returns its fence), or a lease that
+expired (which publishes nothing). One engine thread drives retries and
+renewals.
 
 The fast path: ``lock()`` makes the first attempt in the caller's thread, on
 a client of its own with a short socket timeout (``_FAST_TIMEOUT``) and no
@@ -22,9 +34,9 @@ retries. A lease that is free with nobody queued is taken by that one round
 trip and ``on_acquired`` runs before ``lock()`` returns; otherwise (queued,
 or the attempt failed or timed out) the engine takes the request over
 exactly as if it had made that first attempt. So ``on_acquired`` runs on
-the caller's thread (fast path), on the pub/sub thread (a handover
-announced by name) or on the notifier thread (a retry): it must be quick
-and must not block (the node's only posts a message). The acquire script is
+the caller's thread (fast path), on the pub/sub thread (a grant, or a
+handover announced by name) or on the notifier thread (a retry): it must be
+quick and must not block (the node's only posts a message). The acquire script is
 idempotent per request token, so an attempt whose answer was lost is
 repeated safely. After a failed fast attempt the fast path is off for
 ``_FAST_BACKOFF`` seconds, so an unreachable Redis costs a caller at most one
@@ -55,11 +67,27 @@ __all__ = ["RedisLocks"]
 
 # The fence never drops below Redis' clock in microseconds, so fences keep
 # growing even when Redis restarts without persistence and INCR restarts at 1.
-_ACQUIRE = """
+# Lua numbers are doubles: fences (~1.7e15) are exact below 2^53, and are
+# formatted with %d wherever they become text.
+_NEXT_FENCE = """
+local f = redis.call('INCR', KEYS[FENCE])
+local t = redis.call('TIME')
+local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if f < floor then
+  redis.call('SET', KEYS[FENCE], string.format('%d', floor))
+  f = floor
+end
+"""
+# ARGV: token, lease ttl ms, waiter ttl ms, heartbeat prefix, heartbeat value
+# (``<ttl ms>:<attempt start, our monotonic clock in us>:<process id>``, see
+# _GRANT_HEAD; a caller that gives none writes '1', which is never granted to).
+_ACQUIRE = (
+    """
 local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[1] then
-  -- ours already: an attempt whose answer was lost. Its fence is the last one
-  -- (nobody acquired since), and the lease restarts its ttl from now.
+  -- ours already: an attempt whose answer was lost, or a grant (_GRANT_HEAD)
+  -- whose notice has not arrived. Its fence is the last one (nobody acquired
+  -- since), and the lease restarts its ttl from now.
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return tonumber(redis.call('GET', KEYS[2]))
 end
@@ -71,7 +99,7 @@ if cur or redis.call('EXISTS', KEYS[3]) == 1 then
   end
   redis.call('PEXPIRE', KEYS[3], wttl * 4)
   redis.call('PEXPIRE', KEYS[4], wttl * 4)
-  redis.call('SET', ARGV[4] .. ARGV[1], '1', 'PX', wttl)
+  redis.call('SET', ARGV[4] .. ARGV[1], ARGV[5] or '1', 'PX', wttl)
   while true do
     local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
     if head == ARGV[1] then break end
@@ -84,36 +112,71 @@ if cur or redis.call('EXISTS', KEYS[3]) == 1 then
 end
 -- free, and nobody waits ahead of us (the common case skips the queue entirely)
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local f = redis.call('INCR', KEYS[2])
-local t = redis.call('TIME')
-local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
-if f < floor then
-  redis.call('SET', KEYS[2], string.format('%d', floor))
-  f = floor
-end
+"""
+    + _NEXT_FENCE.replace("FENCE", "2")
+    + """
 return f
 """
-# The live head of queue KEYS[2]: dead heads (heartbeat ARGV[4]..token expired)
-# are dropped; a live one is told by name on the channel.
-_NOTIFY_HEAD = """
+)
+# Hand a free lease (KEYS[1]) to the live head of queue KEYS[2]; dead heads
+# (heartbeat ARGV[4]..token expired) are dropped on the way. Run by a release
+# and by a withdrawn waiter, with ARGV[2] the channel and ARGV[3] the lock name.
+#
+# A head whose heartbeat is ``<ttl ms>:<since us>:<id>`` is granted the lease
+# here: lease = its token, PX = min(its ttl, what is left of its heartbeat), a
+# new fence (KEYS[3]); it leaves the queue, and the notice
+# ``<name>\n<head>\n<fence>\n<heartbeat>`` on its process's own channel
+# (ARGV[2]..':'..id, so no other process wakes up) spares it an acquire round
+# trip. The PX bound keeps a dead or paused head from blocking the lock longer
+# than its heartbeat did before grants existed. ``since`` is when the head's
+# process started the attempt that wrote that heartbeat, before this script
+# ran, so the lease lasts at least until since + min(ttl, waiter ttl) on the
+# head's own clock however late the notice comes (see RedisLocks._granted).
+# Any other live head (an older client's heartbeat '1') is named only,
+# ``<name>\n<head>``, and tries itself.
+_GRANT_HEAD = (
+    """
 while true do
   local head = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
   if not head then break end
-  if redis.call('EXISTS', ARGV[4] .. head) == 1 then
-    redis.call('PUBLISH', ARGV[2], ARGV[3] .. '\\n' .. head)
+  local hb = ARGV[4] .. head
+  local v = redis.call('GET', hb)
+  if v then
+    local ttl, id = string.match(v, '^(%d+):%d+:(%w+)$')
+    ttl = tonumber(ttl)
+    local left = redis.call('PTTL', hb)
+    if ttl and ttl > 0 and left > 0 then
+      if left < ttl then ttl = left end
+      redis.call('SET', KEYS[1], head, 'PX', ttl)
+      redis.call('ZREM', KEYS[2], head)
+      redis.call('DEL', hb)
+"""
+    + _NEXT_FENCE.replace("FENCE", "3")
+    + """
+      redis.call('PUBLISH', ARGV[2] .. ':' .. id,
+        ARGV[3] .. '\\n' .. head .. '\\n' .. string.format('%d', f) .. '\\n' .. v)
+    else
+      redis.call('PUBLISH', ARGV[2], ARGV[3] .. '\\n' .. head)
+    end
     break
   end
   redis.call('ZREM', KEYS[2], head)
 end
 """
-_RELEASE = """
+)
+# KEYS: lease, queue, fence
+_RELEASE = (
+    """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-""" + _NOTIFY_HEAD + """
+"""
+    + _GRANT_HEAD
+    + """
   return 1
 end
 return 0
 """
+)
 _EXTEND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -121,14 +184,26 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-_DEQUEUE = """
+# A withdrawn waiter (cancelled, timed out, stopped) leaves the queue. A lease
+# granted to it meanwhile (its notice unheard or ignored) is given back: it is
+# nobody's, and would otherwise block the lock until its PX ran out.
+_DEQUEUE = (
+    """
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('DEL', ARGV[4] .. ARGV[1])
-if redis.call('EXISTS', KEYS[1]) == 0 then
-""" + _NOTIFY_HEAD + """
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  cur = false
+end
+if not cur then
+"""
+    + _GRANT_HEAD
+    + """
 end
 return 1
 """
+)
 
 _WAITER_TTL_MS = 3000
 _RETRY = (0.1, 0.3)  # fallback retry interval while waiting, seconds (jittered)
@@ -140,13 +215,18 @@ _FAST_BACKOFF = 1.0
 
 
 class _RedisHeld(Held):
-    def __init__(self, req: _RedisRequest, fence: int, since: float) -> None:
+    def __init__(
+        self, req: _RedisRequest, fence: int, since: float, lease: float | None = None
+    ) -> None:
+        """``since``: a local time before the lease was set; ``lease``: its known length
+        from then (the request's ttl, or less for a grant: ``_granted_lease``)."""
         self.key = req.key
         self.fence = fence
         self.backend = "redis"
         self.req = req
-        self.valid_until = since + req.ttl * _SAFETY
-        self.next_renew = since + req.ttl / 3
+        lease = req.ttl if lease is None else lease
+        self.valid_until = since + lease * _SAFETY
+        self.next_renew = since + lease / 3
         self.released = False
         self.lost = False
 
@@ -184,6 +264,9 @@ class _RedisRequest(LockRequest):
         self.woken = False  # a release notice came while an attempt was in flight
         # An attempt is running (caller, engine or pub/sub thread): no second one starts.
         self.inflight = False
+        # A grant notice (fence, since) that came while an attempt was in flight; the
+        # attempt's end decides (RedisLocks._granted). Under RedisLocks._cond.
+        self.granted: tuple[int, float] | None = None
         self.held: _RedisHeld | None = None
 
     def cancel(self) -> None:
@@ -204,6 +287,8 @@ class RedisLocks:
         self._fast_off_until = 0.0  # monotonic; the fast path is off before this
         self._prefix = f"skymesh:{cluster}:lock:"
         self._channel = f"skymesh:{cluster}:lock-released"
+        # Grants to this process's waiters come on a channel of its own (_GRANT_HEAD).
+        self._id = os.urandom(6).hex()
         self._notifier = notifier
         self._acquire = self._r.register_script(_ACQUIRE)
         self._release = self._r.register_script(_RELEASE)
@@ -297,7 +382,7 @@ class RedisLocks:
             keys = self._keys(held.key)
             args = [held.req.token, self._channel, held.key, keys[0] + ":w:"]
             try:
-                self._release([keys[0], keys[2]], args)
+                self._release([keys[0], keys[2], keys[1]], args)
             except Exception as exc:  # the lease expires by itself
                 log.warning("coord: releasing redis lock %r failed: %s", held.key, exc)
 
@@ -357,7 +442,7 @@ class RedisLocks:
         keys = self._keys(req.key)
         try:
             self._dequeue(
-                [keys[0], keys[2]], [req.token, self._channel, req.key, keys[0] + ":w:"]
+                [keys[0], keys[2], keys[1]], [req.token, self._channel, req.key, keys[0] + ":w:"]
             )
         except Exception as exc:  # its heartbeat expires, then it is dropped
             log.warning("coord: dequeue of redis lock %r failed: %s", req.key, exc)
@@ -381,6 +466,7 @@ class RedisLocks:
             else:
                 req.inflight = True
                 req.woken = False
+                req.granted = None
         if expired:
             self._remove_waiter(req)
             exc = LockTimeout(f"redis lock {req.key!r} not acquired in {req.wait}s")
@@ -390,7 +476,10 @@ class RedisLocks:
         try:
             script = self._fast_acquire if fast else self._acquire
             keys = self._keys(req.key)
-            args = [req.token, int(req.ttl * 1000), _WAITER_TTL_MS, keys[0] + ":w:"]
+            ttl_ms = int(req.ttl * 1000)
+            # The heartbeat names this attempt's start: a grant echoes it (_GRANT_HEAD).
+            beat = f"{ttl_ms}:{int(now * 1_000_000)}:{self._id}"
+            args = [req.token, ttl_ms, _WAITER_TTL_MS, keys[0] + ":w:", beat]
             fence = int(script(keys, args))
         except Exception as exc:
             fence = 0
@@ -408,6 +497,15 @@ class RedisLocks:
                 log.warning("coord: redis lock %r attempt failed: %s", req.key, exc)
         with self._cond:
             req.inflight = False
+            granted, req.granted = req.granted, None
+            lease: float | None = None  # the request's ttl
+            if fence <= 0 and granted is not None and req.state == "waiting":
+                # A grant came while this attempt was in flight and the attempt ran
+                # before it (after it, the script would have returned the fence): the
+                # grant stands, trusted as _granted() would have.
+                lease = self._granted_lease(req)
+                if granted[1] + lease * _SAFETY > time.monotonic():
+                    fence, now = granted
             if fence <= 0:
                 if req.state != "waiting":  # cancelled meanwhile
                     self._cleanup.append(req)
@@ -422,7 +520,7 @@ class RedisLocks:
                 if req.due < self._engine_wake:
                     self._cond.notify()
                 return
-            held = _RedisHeld(req, fence, now)
+            held = _RedisHeld(req, fence, now, lease)
             req.held = held
             self._held.append(held)
             if held.next_renew < self._engine_wake:
@@ -480,20 +578,12 @@ class RedisLocks:
             try:
                 if pubsub is None:
                     pubsub = self._r.pubsub(ignore_subscribe_messages=True)
-                    pubsub.subscribe(self._channel)
+                    pubsub.subscribe(self._channel, f"{self._channel}:{self._id}")
                     self._wake(None)  # notices may have been missed while away
                 msg = pubsub.get_message(timeout=0.5)
                 if msg is not None and msg.get("type") == "message":
                     data = msg["data"]
-                    key, _, token = (
-                        data.decode() if isinstance(data, bytes) else str(data)
-                    ).partition("\n")
-                    if token:  # the head of the queue, by name: its process tries now
-                        req = self._waiting_with(key, token)
-                        if req is not None:
-                            self._attempt(req, inline=True)
-                    else:
-                        self._wake(key)
+                    self._notice(data.decode() if isinstance(data, bytes) else str(data))
             except Exception as exc:
                 log.debug("coord: redis pub/sub reconnecting: %s", exc)
                 if pubsub is not None:
@@ -505,6 +595,66 @@ class RedisLocks:
                 time.sleep(random.uniform(0.1, 0.3))
         if pubsub is not None:
             pubsub.close()
+
+    def _notice(self, text: str) -> None:
+        """Act on one message of the channel (formats: see _GRANT_HEAD)."""
+        parts = text.split("\n")
+        if len(parts) == 4:  # a grant: the lease is already this head's
+            key, token, fence, beat = parts
+            req = self._waiting_with(key, token)
+            if req is not None:
+                since = int(beat.split(":")[1]) / 1_000_000
+                self._granted(req, int(fence), since)
+        elif len(parts) == 2:  # the head of the queue, by name: its process tries now
+            req = self._waiting_with(*parts)
+            if req is not None:
+                self._attempt(req, inline=True)
+        else:
+            self._wake(parts[0])
+
+    @staticmethod
+    def _granted_lease(req: _RedisRequest) -> float:
+        """How long a lease granted to ``req`` lasts at least, counted from ``since``.
+
+        The grant's PX is min(ttl, what was left of the heartbeat); the heartbeat was
+        set with the waiter ttl by a script that ran after ``since``.
+        """
+        return min(int(req.ttl * 1000), _WAITER_TTL_MS) / 1000
+
+    def _granted(self, req: _RedisRequest, fence: int, since: float) -> None:
+        """A release granted ``req`` the lease with ``fence`` (pub/sub thread).
+
+        ``since`` is this process's monotonic time when the attempt that wrote the
+        heartbeat the grant read began: before the grant, so the lease lasts at least
+        until ``since + _granted_lease`` however late this notice is; the held lock is
+        trusted for ``_SAFETY`` of that, and renewed (to the full ttl) after a third.
+        A notice too late for that is not trusted: an attempt asks Redis instead (the
+        acquire script answers "ours already" with the fence while the lease lives).
+        A request that is no longer waiting ignores it: cancelled or timed out, its
+        dequeue gives the lease back; held, the notice is a duplicate.
+        """
+        now = time.monotonic()
+        lease = self._granted_lease(req)
+        with self._cond:
+            if req.state != "waiting":
+                return
+            if req.inflight:  # that attempt's end takes the grant (it may be older)
+                req.granted = (fence, min(since, now))
+                req.woken = True
+                return
+            trusted = min(since, now) + lease * _SAFETY > now
+            if trusted:
+                held = _RedisHeld(req, fence, min(since, now), lease)
+                req.held = held
+                req.state = "held"
+                self._waiting.remove(req)
+                self._held.append(held)
+                if held.next_renew < self._engine_wake:
+                    self._cond.notify()
+        if trusted:
+            req.on_acquired(held)
+        else:
+            self._attempt(req, inline=True)
 
     def _waiting_with(self, key: str, token: str) -> _RedisRequest | None:
         with self._cond:
