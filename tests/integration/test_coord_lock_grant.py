@@ -1,8 +1,8 @@
 """The Redis lock's grant on release, attacked against a real Redis.
 
-A release hands the lease straight to the live queue head (coord/redis_lock.py,
-``_GRANT_HEAD``) and tells that head's process on its own channel. Each test
-attacks one protection of that handover:
+A release hands the lease straight to the live queue head (``GRANT_HEAD`` in
+coord/_redis_scripts.py, taken by coord/redis_lock.py) and tells that head's
+process on its own channel. Each test attacks one protection of that handover:
 
 - the grant is exactly the head's: lease, fence, queue and notice;
 - a granted head that is dead or frozen blocks the lock no longer than its
