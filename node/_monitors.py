@@ -33,14 +33,41 @@ class Monitors:
         self._harbor = harbor
         self._lock = threading.Lock()
         self._watchers: dict[int, set[int]] = {}  # local target -> watchers (any node)
-        self._remote: dict[int, set[int]] = {}  # remote target -> local watchers
+        # Remote watches, by node: node id -> remote target -> local watchers, and
+        # local watcher -> the remote targets it watches. Invariant: no empty set or
+        # dict is kept, so ``watches`` is one probe (the harbor asks it per idle peer
+        # per tick) and a node that no one watches costs nothing.
+        self._remote: dict[int, dict[int, set[int]]] = {}
+        self._watching: dict[int, set[int]] = {}
         harbor.on_peer_down(self._node_down)
         harbor.on_watching(self.watches)
 
     def watches(self, nid: int) -> bool:
         """Whether a local service monitors a service on node ``nid``."""
-        with self._lock:
-            return any(node_of(t) == nid for t in self._remote if self._remote[t])
+        return nid in self._remote  # one dict probe: GIL-atomic, no lock needed
+
+    def _add_remote(self, watcher: int, target: int) -> None:
+        """Under the lock."""
+        self._remote.setdefault(node_of(target), {}).setdefault(target, set()).add(watcher)
+        self._watching.setdefault(watcher, set()).add(target)
+
+    def _drop_remote(self, watcher: int, target: int) -> None:
+        """Under the lock; keeps the no-empty-entries invariant."""
+        nid = node_of(target)
+        targets = self._remote.get(nid)
+        if targets is not None:
+            watchers = targets.get(target)
+            if watchers is not None:
+                watchers.discard(watcher)
+                if not watchers:
+                    del targets[target]
+                    if not targets:
+                        del self._remote[nid]
+        mine = self._watching.get(watcher)
+        if mine is not None:
+            mine.discard(target)
+            if not mine:
+                del self._watching[watcher]
 
     def _down(self, watcher: int, target: int, reason: str) -> None:
         self._router.post(watcher, (target, 0, SYSTEM, ("down", (target, reason))))
@@ -49,12 +76,12 @@ class Monitors:
         """``watcher`` gets ``down`` when ``target`` ends (at once if it does not exist)."""
         if node_of(target) != self._router.node_id:
             with self._lock:
-                self._remote.setdefault(target, set()).add(watcher)
+                self._add_remote(watcher, target)
             try:
                 self._remote_control(watcher, target, "monitor")
             except NodeDown:
                 with self._lock:
-                    self._remote.get(target, set()).discard(watcher)
+                    self._drop_remote(watcher, target)
                 self._down(watcher, target, "nodedown")
             return
         with self._lock:
@@ -67,7 +94,7 @@ class Monitors:
         """Stop ``watcher``'s watch of ``target``."""
         if node_of(target) != self._router.node_id:
             with self._lock:
-                self._remote.get(target, set()).discard(watcher)
+                self._drop_remote(watcher, target)
             with contextlib.suppress(NodeDown):  # its node is gone: so is the watch there
                 self._remote_control(watcher, target, "demonitor")
             return
@@ -81,15 +108,21 @@ class Monitors:
         """``handle`` ended: tell its watchers, forget its own watches."""
         with self._lock:
             watchers = self._watchers.pop(handle, set())
-            for targets in self._remote.values():
-                targets.discard(handle)
+            for target in list(self._watching.get(handle, ())):
+                self._drop_remote(handle, target)
         for watcher in watchers:
             self._down(watcher, handle, reason)
 
     def _node_down(self, nid: int) -> None:
         with self._lock:
-            gone = [t for t in self._remote if node_of(t) == nid]
-            notices = [(t, self._remote.pop(t)) for t in gone]
+            notices = list(self._remote.pop(nid, {}).items())
+            for target, watchers in notices:
+                for w in watchers:
+                    mine = self._watching.get(w)
+                    if mine is not None:
+                        mine.discard(target)
+                        if not mine:
+                            del self._watching[w]
         for target, watchers in notices:
             for w in watchers:
                 self._down(w, target, "nodedown")
