@@ -3,7 +3,9 @@
 Run: ``python -m bench.cluster [--n 300000] [--calls 20000] [--curve off|on|both]``.
 Starts ZooKeeper and Redis with scripts/servers.sh if they are not up. One
 JSON line per figure; the raw pyzmq limits (PUSH/PULL one per frame and 100
-per frame, a DEALER/ROUTER round trip) are measured in the same run, and the
+per frame, a DEALER/ROUTER round trip) are measured in the same run (one per
+frame and the round trip both before and after the node figures, their mean
+printed with ``before``/``after``: the load drifts within a run), and the
 issue 13 targets are printed as ratios to them (``target_*`` lines, each with
 ``met``); CPU and voluntary context switches (hand-offs) per sequential call
 are printed for both processes: sequential call RTT <= 1.2x the raw DEALER/ROUTER round trip (p99
@@ -131,9 +133,25 @@ def servers_env() -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.split())
 
 
+def _raw(args: argparse.Namespace, curve: Any) -> tuple[float, float, float]:
+    """Raw pyzmq: (PUSH/PULL msgs/s at 1 per frame, DEALER/ROUTER mean µs, its p99)."""
+    from bench import zmq_baseline as zb
+
+    mean, p99 = zb.dealer_router(max(2000, args.calls // 4), curve)
+    return zb.push_pull(args.n, 1, curve), mean, p99
+
+
 def run(args: argparse.Namespace, env: dict[str, str], keys_dir: str | None) -> None:
-    """The cross-node figures, with CURVE when ``keys_dir`` is given."""
+    """The cross-node figures, with CURVE when ``keys_dir`` is given.
+
+    The raw pyzmq limits are measured before and after the node figures (the
+    machine's load drifts over a run) and the targets use their mean.
+    """
+    from bench import zmq_baseline as zb
+
     sfx = "_curve" if keys_dir else ""
+    curve = zb.curve_keys() if keys_dir else None
+    raw_before = _raw(args, curve)
     secure: dict[str, Any] = {"keys_dir": keys_dir} if keys_dir else {}
     cluster = f"bench{uuid.uuid4().hex[:8]}"
     penv = {k: v for k, v in os.environ.items() if not k.startswith("SKYMESH_")}
@@ -209,14 +227,15 @@ def run(args: argparse.Namespace, env: dict[str, str], keys_dir: str | None) -> 
         remote.terminate()
         remote.wait(30)
     # raw limits, same run (CURVE key pairs of their own when this run is secure)
-    from bench import zmq_baseline as zb
-
-    curve = zb.curve_keys() if keys_dir else None
-    raw_1pf = zb.push_pull(args.n, 1, curve)
-    emit(f"pyzmq_push_pull_1_per_frame{sfx}", raw_1pf, "msgs/s")
+    raw_after = _raw(args, curve)
+    raw_1pf = (raw_before[0] + raw_after[0]) / 2
+    emit(f"pyzmq_push_pull_1_per_frame{sfx}", raw_1pf, "msgs/s",
+         before=round(raw_before[0]), after=round(raw_after[0]))
     emit(f"pyzmq_push_pull_100_per_frame{sfx}", zb.push_pull(args.n, 100, curve), "msgs/s")
-    mean, raw_p99 = zb.dealer_router(max(2000, args.calls // 4), curve)
-    emit(f"pyzmq_dealer_router_rtt{sfx}", mean, "us", p99=round(raw_p99, 2))
+    mean = (raw_before[1] + raw_after[1]) / 2
+    raw_p99 = (raw_before[2] + raw_after[2]) / 2
+    emit(f"pyzmq_dealer_router_rtt{sfx}", mean, "us", p99=round(raw_p99, 2),
+         before=round(raw_before[1], 1), after=round(raw_after[1], 1))
     emit(f"target_call_rtt_ratio{sfx}", rtt / mean, "x raw", goal="<= 1.2",
          met=rtt / mean <= 1.2, p99_ratio=round(p99 / raw_p99, 3))
     emit(f"target_oneway_ratio{sfx}", oneway / raw_1pf, "x raw", goal=">= 0.8",
