@@ -31,4 +31,4 @@ for arg in "$@"; do
   case "$arg" in -*) continue ;; esac
   if [ -e "${arg%%::*}" ]; then targets=(); break; fi
 done
-.venv/bin/python -m pytest "${targets[@]}" -q -p no:cacheprovider "$@"
+.venv/bin/python -m pytest "${targets[@]}" -q -p no:cacheprovider --durations=15 "$@"
