@@ -382,11 +382,7 @@ class RedisLocks:
                 if req.due < self._engine_wake:
                     self._cond.notify()
                 return
-            held = _RedisHeld(req, fence, now, lease)
-            req.held = held
-            self._held.append(held)
-            if held.next_renew < self._engine_wake:
-                self._cond.notify()
+            held = self._hold(req, fence, now, lease)
             acquired = req.state == "waiting"
             if acquired:
                 req.state = "held"
@@ -506,17 +502,25 @@ class RedisLocks:
                 return
             trusted = min(since, now) + lease * _SAFETY > now
             if trusted:
-                held = _RedisHeld(req, fence, min(since, now), lease)
-                req.held = held
+                held = self._hold(req, fence, min(since, now), lease)
                 req.state = "held"
                 self._waiting.remove(req)
-                self._held.append(held)
-                if held.next_renew < self._engine_wake:
-                    self._cond.notify()
         if trusted:
             req.on_acquired(held)
         else:
             self._attempt(req, inline=True)
+
+    def _hold(
+        self, req: _RedisRequest, fence: int, since: float, lease: float | None
+    ) -> _RedisHeld:
+        """Record ``req``'s lock as held and due for renewal (under ``_cond``); the caller
+        moves the request out of the waiting state."""
+        held = _RedisHeld(req, fence, since, lease)
+        req.held = held
+        self._held.append(held)
+        if held.next_renew < self._engine_wake:
+            self._cond.notify()
+        return held
 
     def _waiting_with(self, key: str, token: str) -> _RedisRequest | None:
         with self._cond:

@@ -28,7 +28,7 @@ from typing import Final
 import zmq
 
 from harbor._droplog import DropLog
-from harbor._shared import ZMQ_EVENTS, ZMQ_NOBLOCK, ZMQ_POLLIN
+from harbor._shared import ZMQ_NOBLOCK, readable
 from harbor.errors import FrameError
 from harbor.keys import CLUSTER
 from harbor.transport import DeliverFn
@@ -185,10 +185,7 @@ class Inbound:
         end = now + READ_BUDGET
         pull = self.pull
         for _ in range(PULL_PER_TURN):
-            # EVENTS, not a recv that raises Again: building zmq.Again costs more than a
-            # whole small frame's checks.
-            events = pull.getsockopt(ZMQ_EVENTS)
-            if not isinstance(events, int) or not events & ZMQ_POLLIN:
+            if not readable(pull):
                 return
             try:
                 zf = pull.recv(ZMQ_NOBLOCK, copy=False)

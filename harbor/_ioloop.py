@@ -34,7 +34,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from harbor._droplog import DropLog
 from harbor._inbound import Inbound
-from harbor._shared import ZMQ_EVENTS, ZMQ_NOBLOCK, ZMQ_POLLIN, Peer, Shared
+from harbor._shared import ZMQ_NOBLOCK, Peer, Shared, readable
 from harbor.curve import curve_client
 from harbor.errors import FrameError
 from harbor.keys import OPERATOR, Credentials
@@ -216,10 +216,7 @@ class IoLoop:
 
     @staticmethod
     def _recv(sock: zmq.Socket[bytes]) -> bytes | None:
-        # EVENTS first: a recv that raises zmq.Again costs ~4x a successful one, and the
-        # wake-up pipe is drained to empty on every wake-up.
-        events = sock.getsockopt(ZMQ_EVENTS)
-        if not isinstance(events, int) or not events & ZMQ_POLLIN:
+        if not readable(sock):  # the wake-up pipe is drained to empty on every wake-up
             return None
         try:
             return sock.recv(ZMQ_NOBLOCK)

@@ -54,20 +54,21 @@ class Monitors:
     def _drop_remote(self, watcher: int, target: int) -> None:
         """Under the lock; keeps the no-empty-entries invariant."""
         nid = node_of(target)
-        targets = self._remote.get(nid)
-        if targets is not None:
-            watchers = targets.get(target)
-            if watchers is not None:
-                watchers.discard(watcher)
-                if not watchers:
-                    del targets[target]
-                    if not targets:
-                        del self._remote[nid]
-        mine = self._watching.get(watcher)
-        if mine is not None:
-            mine.discard(target)
-            if not mine:
-                del self._watching[watcher]
+        targets = self._remote.get(nid, {})
+        watchers = targets.get(target, set())
+        watchers.discard(watcher)
+        if not watchers:
+            targets.pop(target, None)
+            if not targets:
+                self._remote.pop(nid, None)
+        self._unwatch(watcher, target)
+
+    def _unwatch(self, watcher: int, target: int) -> None:
+        """Under the lock: ``target`` leaves ``watcher``'s entry (dropped when empty)."""
+        mine = self._watching.get(watcher, set())
+        mine.discard(target)
+        if not mine:
+            self._watching.pop(watcher, None)
 
     def _down(self, watcher: int, target: int, reason: str) -> None:
         self._router.post(watcher, (target, 0, SYSTEM, ("down", (target, reason))))
@@ -118,11 +119,7 @@ class Monitors:
             notices = list(self._remote.pop(nid, {}).items())
             for target, watchers in notices:
                 for w in watchers:
-                    mine = self._watching.get(w)
-                    if mine is not None:
-                        mine.discard(target)
-                        if not mine:
-                            del self._watching[w]
+                    self._unwatch(w, target)
         for target, watchers in notices:
             for w in watchers:
                 self._down(w, target, "nodedown")

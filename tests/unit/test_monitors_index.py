@@ -58,13 +58,22 @@ def _empty(m: Monitors) -> bool:
     return not m._remote and not m._watching  # noqa: SLF001 - the invariant under test
 
 
+# Two local watchers and a target on each of nodes 2 and 3.
+A, B = make_handle(HERE, 1), make_handle(HERE, 2)
+T2, T3 = make_handle(2, 7), make_handle(3, 9)
+
+
+def _watched(*pairs: tuple[int, int]) -> tuple[Monitors, _Router, _Harbor]:
+    """Monitors in which each (watcher, target) of ``pairs`` was monitored."""
+    m, router, harbor = _monitors()
+    for watcher, target in pairs:
+        m.monitor(watcher, target)
+    return m, router, harbor
+
+
 def test_watches_follows_monitor_and_demonitor() -> None:
-    m, _, harbor = _monitors()
-    a, b = make_handle(HERE, 1), make_handle(HERE, 2)
-    t2, t3 = make_handle(2, 7), make_handle(3, 9)
-    m.monitor(a, t2)
-    m.monitor(b, t2)
-    m.monitor(a, t3)
+    a, b, t2, t3 = A, B, T2, T3
+    m, _, harbor = _watched((a, t2), (b, t2), (a, t3))
     assert harbor.watching == m.watches  # what the harbor asks per idle peer
     assert m.watches(2) and m.watches(3) and not m.watches(4)
     m.demonitor(a, t2)
@@ -88,12 +97,8 @@ def test_a_retired_watcher_leaves_nothing_behind() -> None:
 
 
 def test_node_down_tells_every_watcher_once_and_clears() -> None:
-    m, router, harbor = _monitors()
-    a, b = make_handle(HERE, 1), make_handle(HERE, 2)
-    t2, t3 = make_handle(2, 7), make_handle(3, 9)
-    m.monitor(a, t2)
-    m.monitor(b, t2)
-    m.monitor(b, t3)
+    a, b, t2, t3 = A, B, T2, T3
+    m, router, harbor = _watched((a, t2), (b, t2), (b, t3))
     harbor.peer_down(2)
     downs = sorted((dest, msg[3][1]) for dest, msg in router.posted)
     assert downs == [(a, (t2, "nodedown")), (b, (t2, "nodedown"))]
