@@ -116,22 +116,35 @@ class ZkCoordinator(CoordBase):
         return self._gate.health is Health.CONNECTED and time.monotonic() < self._lease_until
 
     def _renew_lease(self) -> None:
-        """On the pool: one round trip to ZooKeeper extends the lease from when it was sent."""
+        """On the pool, every sixth of the session timeout: renew the lease. A renewal
+        that revives a lapsed lease (ZooKeeper was unreachable for longer than half
+        the session timeout) has the election look again: nothing else would, and a
+        node that led before the outage would otherwise wait for an unrelated change
+        to lead again (the election's refresh after the reconnect ran without the
+        lease, so it could not take over)."""
         if self._stopped:
             return
-        sent = time.monotonic()
-        try:
-            self._client.exists(self._root)
-        except (KazooException, KazooTimeoutError):
-            pass  # no renewal: the lease runs out on its own
-        else:
-            self._lease_until = sent + self._session_timeout / 2
+        if self._touch_lease():
+            self._worker.post(self._election.refresh, key="election")
 
         def again() -> None:
             if not self._stopped:
                 self._pool.submit(self._renew_lease, (), lambda _r, _e: None)
 
         self._timer.call_later(self._session_timeout / 6, again)
+
+    def _touch_lease(self) -> bool:
+        """One round trip to ZooKeeper; if it succeeds the lease runs until half the
+        session timeout after it was sent. True when the lease had lapsed before."""
+        sent = time.monotonic()
+        try:
+            self._client.exists(self._root)
+        except (KazooException, KazooTimeoutError):
+            return False  # no renewal: the lease runs out on its own
+        lapsed = self._lease_until < sent
+        # Called from the pool and the worker: never move the lease back.
+        self._lease_until = max(self._lease_until, sent + self._session_timeout / 2)
+        return lapsed
 
     @property
     def health(self) -> Health:
@@ -299,6 +312,9 @@ class ZkCoordinator(CoordBase):
             self._session_id = sid
         self._gate.set(Health.CONNECTED)
         self._emit("on_health", Health.CONNECTED)
+        # The lease first: after a long outage it lapsed, and the election's refresh
+        # below takes over only with it.
+        self._touch_lease()
         self._refresh_all()
         self._zk_locks.recheck_all()
 
