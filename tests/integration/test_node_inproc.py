@@ -247,7 +247,9 @@ def test_isolate_refuses_cluster_traffic_while_the_session_is_in_doubt(
         wait_for(lambda: set(a.members()) >= {1, 2} and set(b.members()) >= {1, 2})
         target, echo_b = a.newservice(Echo), b.newservice(Echo)
         spammer = b.newservice(Spammer)
-        b.send(spammer, "spam", target, 20.0)
+        # Spams until the nodes stop: a slow ZooKeeper restart (late in the suite) once
+        # outlasted a 20 s spam, and "served again" below then waited for nothing.
+        b.send(spammer, "spam", target, 600.0)
         wait_for(lambda: len(a.call(target, "got")) > 10)
         faults.stop_zk()
         try:
