@@ -78,7 +78,7 @@ class CoordLink:
         self.health = Health.LOST
         self.master_epoch = 0
         self.master_id: int | None = None
-        self.is_master = False
+        self._was_master = False  # what the master hooks were last told
         self._config_watchers: dict[str, set[int]] = {}
         self._member_watchers: set[int] = set()
         self._group_watchers: dict[str, set[int]] = {}
@@ -127,6 +127,13 @@ class CoordLink:
     def on_master(self, hook: MasterHook) -> None:
         """Call ``hook(is_master, was_master)`` when this node's mastership changes."""
         self._master_hooks.append(hook)
+
+    @property
+    def is_master(self) -> bool:
+        """True while this node is master, asked of coord each time: mastership is a
+        lease that can lapse between two master events, and the node must not act on
+        the last event's view meanwhile."""
+        return self.coord.is_master()
 
     # -- operations ---------------------------------------------------------------------
 
@@ -212,10 +219,9 @@ class CoordLink:
             hook(event, info)
 
     def _master_changed(self, is_master: bool, epoch: int, master_id: int | None) -> None:
-        was = self.is_master
+        was, self._was_master = self._was_master, is_master
         self.master_epoch = epoch
         self.master_id = master_id
-        self.is_master = is_master
         for hook in self._master_hooks:
             hook(is_master, was)
 
