@@ -366,7 +366,7 @@ class RedisLocks:
                 # before it (after it, the script would have returned the fence): the
                 # grant stands, trusted as _granted() would have.
                 lease = self._granted_lease(req)
-                if granted[1] + lease * _SAFETY > time.monotonic():
+                if self._trusted(granted[1], lease, time.monotonic()):
                     fence, now = granted
             if fence <= 0:
                 if req.state != "waiting":  # cancelled meanwhile
@@ -479,6 +479,12 @@ class RedisLocks:
         """
         return min(int(req.ttl * 1000), _WAITER_TTL_MS) / 1000
 
+    @staticmethod
+    def _trusted(since: float, lease: float, now: float) -> bool:
+        """Whether a grant of ``lease`` seconds counted from ``since`` may still be
+        trusted at ``now`` (the same margin as a held lock's ``valid``)."""
+        return since + lease * _SAFETY > now
+
     def _granted(self, req: _RedisRequest, fence: int, since: float) -> None:
         """A release granted ``req`` the lease with ``fence`` (pub/sub thread).
 
@@ -500,7 +506,7 @@ class RedisLocks:
                 req.granted = (fence, min(since, now))
                 req.woken = True
                 return
-            trusted = min(since, now) + lease * _SAFETY > now
+            trusted = self._trusted(min(since, now), lease, now)
             if trusted:
                 held = self._hold(req, fence, min(since, now), lease)
                 req.state = "held"
