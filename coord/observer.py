@@ -20,8 +20,8 @@ from typing import Any, Self
 
 from coord._zkutil import seq_of, zk_errors
 from coord.api import NodeInfo
-from coord.errors import CoordUnavailable
-from coord.security import TlsFiles, ZkAuth, probe_tls, zk_client_kwargs
+from coord.errors import CoordAuthError, CoordUnavailable
+from coord.security import TlsFiles, ZkAuth, probe_tls, start_zk_client, zk_client_kwargs
 
 __all__ = ["ClusterView"]
 
@@ -64,7 +64,9 @@ class ClusterView:
     def open(self) -> None:
         """Connect (blocking, bounded by the timeout)."""
         try:
-            self._zk.start(self._timeout)
+            start_zk_client(self._zk, self._hosts, self._tls, self._timeout)
+        except CoordAuthError:
+            raise  # a refused TLS handshake, named already
         except Exception as exc:
             self._zk.close()
             if self._tls is not None:

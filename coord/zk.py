@@ -33,7 +33,7 @@ from coord._zkacl import ensure_tree
 from coord._zkutil import Items, WatchedDir, seq_of, session_id, zk_errors
 from coord.api import AcquiredCallback, Health, LockRequest, LostCallback, NodeInfo
 from coord.errors import CoordUnavailable
-from coord.security import TlsFiles, ZkAuth, probe_tls, zk_client_kwargs
+from coord.security import TlsFiles, ZkAuth, probe_tls, start_zk_client, zk_client_kwargs
 from coord.zk_config import ZkConfig
 from coord.zk_election import ZkElection
 from coord.zk_join import claim_node_id
@@ -181,7 +181,7 @@ class ZkCoordinator(CoordBase):
         self._started = True
         try:
             with zk_errors("connecting to ZooKeeper"):
-                self._client.start(timeout=15)
+                start_zk_client(self._client, self._hosts, self._tls, 15)
         except CoordUnavailable:
             if self._tls is not None:
                 probe_tls(self._hosts, self._tls)  # names a TLS failure, if that was it

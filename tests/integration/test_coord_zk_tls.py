@@ -8,6 +8,7 @@ certificate, fails with a ``CoordAuthError`` naming the TLS handshake.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,8 +69,11 @@ def test_tls_refusal_names_the_handshake(zk_tls: str, pki: Pki, attack: str) -> 
         pass
     c = coord.connect(zk_tls, None, "tlsdemo", 4.0, zk_auth=AUTH, zk_tls=files)
     try:
+        t0 = time.monotonic()
         with pytest.raises(coord.CoordAuthError, match="TLS handshake with ZooKeeper"):
             c.start(1, "localhost", os.getpid(), {})
+        # Named by the start's own probe, not after kazoo's 15 s connect timeout.
+        assert time.monotonic() - t0 < 10
     finally:
         c.stop()
 
