@@ -32,7 +32,7 @@ from coord._session import SessionGate
 from coord._zkacl import ensure_tree
 from coord._zkutil import Items, WatchedDir, seq_of, session_id, zk_errors
 from coord.api import AcquiredCallback, Health, LockRequest, LostCallback, NodeInfo
-from coord.errors import CoordUnavailable
+from coord.errors import CoordAuthError, CoordUnavailable
 from coord.security import TlsFiles, ZkAuth, probe_tls, start_zk_client, zk_client_kwargs
 from coord.zk_config import ZkConfig
 from coord.zk_election import ZkElection
@@ -182,6 +182,8 @@ class ZkCoordinator(CoordBase):
         try:
             with zk_errors("connecting to ZooKeeper"):
                 start_zk_client(self._client, self._hosts, self._tls, 15)
+        except CoordAuthError:
+            raise  # a refused TLS handshake, named already
         except CoordUnavailable:
             if self._tls is not None:
                 probe_tls(self._hosts, self._tls)  # names a TLS failure, if that was it
