@@ -1,7 +1,7 @@
 """What a compiled node core would buy on the local path (issue 13): a decision aid.
 
-Run: ``python -m bench.native_core [--n 500000] [--rounds 3]`` (needs Cython and
-a C compiler: ``.venv/bin/pip install cython``; nothing of skymesh is compiled).
+Run: ``python -m bench.native_core [--n 500000] [--rounds 3]`` (Cython comes with
+the dev extras, the C compiler is the machine's gcc; nothing of skymesh is compiled).
 
 The module below (``PROTO``) is a stand-in of the local one-way path as the
 node runs it: ``Service.send`` (a dict probe, two tuples, ``Mailbox.offer``),
@@ -37,6 +37,8 @@ from collections import deque
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from bench.local import baseline  # the same deque loop as bench.local's figures
 
 PROTO = '''
 from collections import deque
@@ -218,23 +220,6 @@ def pure(tmp: Path) -> ModuleType:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def baseline(n: int) -> float:
-    """msgs/s of the deque loop of ``bench.local``."""
-    q: deque[tuple[int, int, int, Any]] = deque()
-    count = [0]
-
-    def handler(x: int) -> None:
-        count[0] += 1
-
-    t0 = time.perf_counter()
-    for i in range(n):
-        q.append((0, 0, 0, i))
-    while q:
-        m = q.popleft()
-        handler(m[3])
-    return n / (time.perf_counter() - t0)
 
 
 def one_way(mod: ModuleType, n: int, shape: str) -> float:

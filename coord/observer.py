@@ -21,7 +21,7 @@ from typing import Any, Self
 from coord._zkutil import seq_of, zk_errors
 from coord.api import NodeInfo
 from coord.errors import CoordAuthError, CoordUnavailable
-from coord.security import TlsFiles, ZkAuth, probe_tls, start_zk_client, zk_client_kwargs
+from coord.security import TlsFiles, ZkAuth, start_zk_client, zk_client_kwargs
 
 __all__ = ["ClusterView"]
 
@@ -66,11 +66,8 @@ class ClusterView:
         try:
             start_zk_client(self._zk, self._hosts, self._tls, self._timeout)
         except CoordAuthError:
-            raise  # a refused TLS handshake, named already
+            raise  # a refused TLS handshake, named by start_zk_client
         except Exception as exc:
-            self._zk.close()
-            if self._tls is not None:
-                probe_tls(self._hosts, self._tls)  # names a TLS failure, if that was it
             raise CoordUnavailable(f"cannot reach ZooKeeper: {exc}") from exc
 
     def close(self) -> None:

@@ -135,26 +135,27 @@ _PROBE_AFTER = 1.0
 
 
 def start_zk_client(client: Any, hosts: str, tls: TlsFiles | None, timeout: float) -> None:
-    """``client.start(timeout)`` for a kazoo client, except that a TLS handshake the
-    servers refuse is named within about a second instead of at ``timeout``.
+    """``client.start(timeout)`` for a kazoo client, naming a refused TLS handshake.
 
     kazoo retries a refused handshake until its timeout and then reports only
     the timeout, so a node with a wrong certificate used to wait 15 s to learn
-    nothing. If the connection has not completed after ``_PROBE_AFTER``, the
-    handshake is tried here (:func:`probe_tls`). Raises ``CoordAuthError`` for a
-    refused handshake and kazoo's timeout exception when nothing answered.
+    nothing. With ``tls``, the handshake is tried here (:func:`probe_tls`) once
+    the start has waited ``_PROBE_AFTER`` without connecting, and again if it
+    times out. Raises ``CoordAuthError`` for a refused handshake and kazoo's
+    timeout exception when nothing answered; the client is stopped and closed
+    on either.
     """
     event = client.start_async()
     deadline = time.monotonic() + timeout
-    if tls is not None and not event.wait(min(_PROBE_AFTER, timeout)):
-        try:
+    try:
+        if tls is not None and not event.wait(min(_PROBE_AFTER, timeout)):
             probe_tls(hosts, tls)
-        except CoordAuthError:
-            client.stop()
-            client.close()
-            raise
-    event.wait(max(0.0, deadline - time.monotonic()))
-    if not client.connected:
+        event.wait(max(0.0, deadline - time.monotonic()))
+        if not client.connected:
+            if tls is not None:
+                probe_tls(hosts, tls)  # refused meanwhile (the server was down at first)
+            raise client.handler.timeout_exception("Connection time-out")
+    except BaseException:
         client.stop()
         client.close()
-        raise client.handler.timeout_exception("Connection time-out")
+        raise

@@ -32,8 +32,8 @@ from coord._session import SessionGate
 from coord._zkacl import ensure_tree
 from coord._zkutil import Items, WatchedDir, seq_of, session_id, zk_errors
 from coord.api import AcquiredCallback, Health, LockRequest, LostCallback, NodeInfo
-from coord.errors import CoordAuthError, CoordUnavailable
-from coord.security import TlsFiles, ZkAuth, probe_tls, start_zk_client, zk_client_kwargs
+from coord.errors import CoordUnavailable
+from coord.security import TlsFiles, ZkAuth, start_zk_client, zk_client_kwargs
 from coord.zk_config import ZkConfig
 from coord.zk_election import ZkElection
 from coord.zk_join import claim_node_id
@@ -179,15 +179,8 @@ class ZkCoordinator(CoordBase):
         if self._started or self._stopped:
             raise CoordUnavailable("start() may be called once")
         self._started = True
-        try:
-            with zk_errors("connecting to ZooKeeper"):
-                start_zk_client(self._client, self._hosts, self._tls, 15)
-        except CoordAuthError:
-            raise  # a refused TLS handshake, named already
-        except CoordUnavailable:
-            if self._tls is not None:
-                probe_tls(self._hosts, self._tls)  # names a TLS failure, if that was it
-            raise
+        with zk_errors("connecting to ZooKeeper"):  # a refused TLS handshake is named
+            start_zk_client(self._client, self._hosts, self._tls, 15)
         self._gate.set(Health.CONNECTED)
         # Listening before joining lets the join ride out a connection drop (issue 15);
         # until _info is set, _on_state only updates the gate.
