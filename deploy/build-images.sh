@@ -82,10 +82,10 @@ CFG
 # host and baked into the image as an offline find-links directory. pip evaluates
 # environment markers for the host's interpreter, so what bookworm's 3.11.2 needs
 # beyond a newer host's (redis's `async-timeout; python_full_version < "3.11.3"`)
-# is listed by hand.
+# is listed by hand, and so is Cython (deploy/Dockerfile's stage that compiles node.core).
 requirements="$(python3 -c 'import sys, tomllib
 deps = tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]
-print("\n".join([*deps, "setuptools>=68", "async-timeout>=4.0.3"]))' "$here/../pyproject.toml")"
+print("\n".join([*deps, "setuptools>=68", "async-timeout>=4.0.3", "cython>=3.0"]))' "$here/../pyproject.toml")"
 # The pins every wheel must match (deploy/constraints.txt, also used by the image's pip).
 constraints="$(cat "$here/constraints.txt")"
 

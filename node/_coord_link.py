@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from coord.api import Coordinator
 
     from ._router import Router
-    from .core.runner import ServiceCore
+    from .core.servicecore import ServiceCore
 
 __all__ = ["CoordLink", "Lock"]
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ._router import Router
-    from .core.runner import ServiceCore
+    from .core.servicecore import ServiceCore
 
 __all__ = ["Critical"]
 

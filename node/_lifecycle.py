@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .address import format_handle, make_handle
 from .core.faults import code_of, error_payload
 from .core.mailbox import Mailbox
-from .core.runner import ServiceCore
+from .core.servicecore import ServiceCore
 from .message import ERR_START, ERROR, REPLY, SYSTEM
 
 if TYPE_CHECKING:
@@ -66,6 +66,7 @@ class Lifecycle:
         self.call_timeout = call_timeout
         self.reply = router.reply
         self.count_drop = router.count_drop
+        self.refused = router.refused
         self._base = base  # what a service class must derive from (node.service.Service)
         self._bind = bind  # gives a new service its node parts (node.node wires it)
         self._lock = threading.RLock()
@@ -118,7 +119,7 @@ class Lifecycle:
         handle = make_handle(self.node_id, next(self._local_ids))
         svc = klass.__new__(klass)
         limit = getattr(klass, "mailbox_limit", None)
-        mailbox = Mailbox(svc, self.router.scheduler.queue,
+        mailbox = Mailbox(None, self.router.scheduler.queue,
                           self.mailbox_limit if limit is None else limit)
         self._bind(svc, handle, mailbox)
         try:

@@ -22,7 +22,7 @@ from .message import REPLY
 if TYPE_CHECKING:
     from ._coord_link import CoordLink
     from ._router import Router
-    from .core.runner import ServiceCore
+    from .core.servicecore import ServiceCore
 
 __all__ = ["Names"]
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._router import Router
-    from .core.runner import ServiceCore
+    from .core.servicecore import ServiceCore
 
 __all__ = ["Offload"]
 

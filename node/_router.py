@@ -33,8 +33,8 @@ from .errors import NodeDown, Overloaded, ServiceNotFound
 from .message import CALL, ERROR, REPLY, SYSTEM
 
 if TYPE_CHECKING:
-    from .core.runner import ServiceCore
     from .core.scheduler import Scheduler
+    from .core.servicecore import ServiceCore
 
 __all__ = ["RemotePort", "Router"]
 

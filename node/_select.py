@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from ._harbor_link import HarborLink
     from ._router import Router
-    from .core.runner import ServiceCore
+    from .core.servicecore import ServiceCore
 
 __all__ = ["Select"]
 

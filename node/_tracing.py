@@ -9,7 +9,7 @@ node with tracing off still serves a traced caller; it just starts no span.
 
 With tracing on (``Node(tracing=True)``, config ``tracing = true``) the node
 calls :meth:`Tracing.instrument` on every service it binds, which gives that
-one instance (never the class) its own ``_dispatch``, ``send`` and ``call``
+one instance (never the class) its own dispatch (the core's ``_hook``), ``send`` and ``call``
 and a handler table whose functions open and close the span. With tracing
 off nothing here is imported or called: the message path is untouched.
 
@@ -100,7 +100,7 @@ class Tracing:
         """Give ``svc`` (a bound ``Service``; this instance only) a traced dispatch,
         send and call. (Typed ``Any``: this module sits below ``node.service``.)"""
         svc._handlers = self._table(type(svc))
-        svc._dispatch = self._dispatcher(svc)
+        svc._core._hook = self._dispatcher(svc)  # the workers call it instead of _dispatch
         svc.send = self._sender(svc)
         svc.call = self._caller(svc)
 
@@ -110,7 +110,7 @@ class Tracing:
         with self._tables_lock:
             table = self._tables.get(cls)
             if table is None:
-                handlers: Handlers = cls._handlers  # type: ignore[attr-defined]
+                handlers: Handlers = cls._handler_table  # type: ignore[attr-defined]
                 table = {name: (self._wrap(fn, is_async), is_async)
                          for name, (fn, is_async) in handlers.items()}
                 self._tables[cls] = table
@@ -142,7 +142,7 @@ class Tracing:
         return start
 
     def _dispatcher(self, svc: Any) -> Callable[[tuple[int, int, int, Any]], None]:
-        core = type(svc)._dispatch.__get__(svc)
+        core = svc._core._dispatch
         tracer, parent_of = self.tracer, self._parent
         server, consumer, error = self._server, self._consumer, self._error
         attach, detach = self._context.attach, self._context.detach

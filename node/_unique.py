@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ._coord_link import CoordLink
     from ._lifecycle import Lifecycle
     from ._router import Router
-    from .core.runner import ServiceCore
+    from .core.servicecore import ServiceCore
 
 __all__ = ["LAUNCHER_PREFIX", "UNIQUE_PREFIX", "Uniques"]
 

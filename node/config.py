@@ -56,6 +56,7 @@ ENV_NOT_CONFIG = frozenset({
     "SKYMESH_ADVERTISE_VIA", "SKYMESH_KEYS_FROM",  # deploy/entrypoint.sh (Swarm)
     "SKYMESH_KEYS", "SKYMESH_SCALE_NODES",  # deploy/stack.yml on the host, bench/scale
     "SKYMESH_E2E_SWARM",  # opt-in for tests/e2e/test_swarm_stack.py
+    "SKYMESH_PURE",  # node.core.native: run the pure-Python core even if compiled
 })  # fmt: skip
 
 

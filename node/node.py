@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from .address import Dest
     from .config import NodeConfig
     from .core.mailbox import Mailbox
-    from .core.runner import ServiceCore
+    from .core.servicecore import ServiceCore
 
 __all__ = ["Node", "TransportFactory"]
 

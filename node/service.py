@@ -22,10 +22,11 @@ from ._select import Select, gather
 from ._sockets.api import SocketAPI
 from ._unique import LAUNCHER_PREFIX, UNIQUE_PREFIX
 from .address import Group, format_handle, node_of
-from .core.runner import CALLBACK, T_HANDLER, ServiceCore, ServiceExit
+from .core.runner import T_HANDLER, ServiceExit
+from .core.servicecore import ServiceCore
 from .core.suspend import Wait, suspend
-from .errors import CallTimeout, NodeDown, Overloaded, ServiceNotFound
-from .message import CALL, CALL_TIMEOUT, REPLY, SEND
+from .errors import CallTimeout, NodeDown, ServiceNotFound
+from .message import CALL, REPLY, SEND
 
 if TYPE_CHECKING:
 
@@ -108,7 +109,7 @@ class Service(SocketAPI, ServiceCore):
             raise TypeError(
                 f"{cls.__name__} exposes {', '.join(shadowed)}, which would hide the Service API"
             )
-        cls._handlers = handlers
+        cls._handler_table = handlers
 
     # -- lifecycle hooks (override) ---------------------------------------------------
 
@@ -174,13 +175,7 @@ class Service(SocketAPI, ServiceCore):
         A send to a service that does not exist is dropped and counted in the
         node's stats (at-most-once delivery).
         """
-        svc = self._services.get(dest)  # Router.deliver inlined for a local handle
-        if svc is not None:
-            try:
-                svc._mailbox.offer((self.handle, 0, SEND, (method, args)))
-            except Overloaded:
-                self._router.refused(svc.handle, SEND)
-        else:
+        if not self._core._send_local(dest, method, args):  # a local handle: queued or refused
             self._router.deliver(self.handle, dest, 0, SEND, (method, args))
 
     async def call(
@@ -203,16 +198,8 @@ class Service(SocketAPI, ServiceCore):
         not registered, a node not joined) is waited for that long first.
         """
         t = self._host.call_timeout if timeout is None else timeout
-        svc = self._services.get(dest)
-        if svc is not None:  # Router.deliver inlined for a local handle: the fast path
-            self._session = s = self._session + 1
-            try:
-                svc._mailbox.offer((self.handle, s, CALL, (method, args)))
-            except Overloaded:
-                self._router.refused(svc.handle, CALL)
-                raise
-            if t > 0:  # suspend() inlined too: nothing to withdraw from a local mailbox
-                self._timers[s] = self._host.timer.add(t, self.handle, s, CALL_TIMEOUT)
+        s = self._core._call_local(dest, method, args, t)  # a local handle: queued, deadline armed
+        if s:
             return await Wait(s)
         if wait:
             dest = await self._reachable(dest, wait)
@@ -332,7 +319,7 @@ class Service(SocketAPI, ServiceCore):
     def fork(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` (plain or async) right after the current handler finishes or
         suspends, before the next queued message."""
-        self._forks.append((fn, args))
+        self._core._fork(fn, args)
 
     async def sleep(self, seconds: float) -> None:
         """Suspend this coroutine for ``seconds``; the service goes on with other messages."""
@@ -345,17 +332,11 @@ class Service(SocketAPI, ServiceCore):
     def timeout(self, seconds: float, fn: Callable[..., Any], *args: Any) -> int:
         """Run ``fn(*args)`` (plain or async) after ``seconds``. Returns an id for
         :meth:`cancel_timeout`."""
-        s = self._new_session()
-        self._callbacks[s] = (fn, args)
-        self._arm(s, seconds, CALLBACK)
-        return s
+        return self._core._add_callback(seconds, fn, args)
 
     def cancel_timeout(self, timer_id: int) -> bool:
         """Cancel a pending :meth:`timeout`; False if it already ran."""
-        entry = self._timers.pop(timer_id, None)
-        if entry is not None:
-            self._host.timer.cancel(entry)
-        return self._callbacks.pop(timer_id, None) is not None
+        return self._core._cancel_callback(timer_id)
 
     def now(self) -> float:
         """Seconds since the node started (monotonic), skynet's ``skynet.now``."""

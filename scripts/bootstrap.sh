@@ -11,8 +11,11 @@
 #     scripts/servers.sh starts), debootstrap (deploy/build-images.sh, the e2e
 #     tests), chromium + chromium-driver (the lobby's browser test, via selenium),
 #     docker-compose when a Docker engine answers but no compose tool does,
-#     python3-venv when the interpreter has no ensurepip. `apt-get update` runs
-#     only when something is missing; `sudo` only when not root.
+#     python3-venv when the interpreter has no ensurepip, gcc (and Debian's
+#     python3.X-dev for a Debian interpreter) for the compiled core. `apt-get update`
+#     runs only when something is missing; `sudo` only when not root;
+#   - the compiled core: `python -m node.core.build` when node/core's build is
+#     missing or older than its sources (node.core.native; without gcc, pure Python).
 #
 # Nothing goes into the system interpreter. Idempotent; prints nothing when all is
 # present. `--check` installs nothing: exits 1 listing what is missing or stale.
@@ -56,6 +59,14 @@ have chromedriver || missing+=(chromium-driver)
 if have docker && timeout 20 docker info >/dev/null 2>&1 && ! have docker-compose \
     && ! docker compose version >/dev/null 2>&1; then
     missing+=(docker-compose)
+fi
+# The compiled core (node.core.native) needs a C compiler and the interpreter's headers.
+have gcc || missing+=(gcc)
+if ! "$python" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null; then
+    case "$python" in
+        /usr/bin/*) missing+=("python$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-dev") ;;
+        *) log "no Python.h for $python: the core will run as pure Python" ;;
+    esac
 fi
 # Debian's python3 ships venv's ensurepip separately.
 if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1 && [[ ! -x "$venv/bin/python" ]]; then
@@ -129,5 +140,21 @@ if ! current; then
         printf '%s\n%s\n' "$venv" "$want" >"$stamp_file"
     fi
     exec 8>&-
+fi
+
+# --- the compiled core ---------------------------------------------------------------
+# mailbox.py and runner.py compiled in place by Cython (a dev extra) when a build is
+# missing or older than its sources (~11 s); without gcc the pure-Python core runs.
+if have gcc && [[ -x "$venv/bin/python" ]]; then
+    if ! "$venv/bin/python" -c 'import sys; from node.core import native; sys.exit(not native.current())' 2>/dev/null; then
+        if ((check)); then
+            log "the compiled core is missing or stale (python -m node.core.build)"
+            missing+=(compiled-core)
+        else
+            log "compiling the core (python -m node.core.build)"
+            "$venv/bin/python" -m node.core.build >/dev/null 2>&1 \
+                || log "compiling the core failed: the pure-Python core runs (python -m node.core.build shows why)"
+        fi
+    fi
 fi
 ((${#missing[@]} == 0 || ! check)) || exit 1

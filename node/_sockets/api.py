@@ -18,7 +18,8 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..core.runner import RUNNING, STARTING, ServiceCore
+from ..core.runner import RUNNING, STARTING
+from ..core.servicecore import ServiceCore
 from ..core.suspend import suspend
 from ..errors import CallTimeout, SocketError
 from ..message import SOCKET
@@ -183,7 +184,7 @@ class SocketAPI(ServiceCore):
     def _socket_event(self, session: int, payload: Any) -> None:
         if self._state != RUNNING:
             if self._state == STARTING:  # held with CALL/SEND until on_start has finished
-                self._deferred.append((0, session, SOCKET, payload))
+                self._core._defer((0, session, SOCKET, payload))
             else:
                 self._host.count_drop("socket-dead-service")
             return

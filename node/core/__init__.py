@@ -6,12 +6,17 @@ imports the rest of ``node``, only the leaf modules (``node.message``,
 ``node.address``, ``node.errors``) and ``coord.errors``. What the runner
 needs from the node it runs in is the :class:`Host` protocol; ``node.node``
 wires the real one. ``lint-imports`` enforces this.
+
+``mailbox`` and ``runner`` may be compiled (``node.core.native``); which build
+runs is chosen here, before anything imports them.
 """
 
+from . import native  # noqa: F401  (first: it chooses the build the imports below get)
 from .faults import code_of, error_payload, exception_from
 from .mailbox import OVERLOAD_THRESHOLD, Mailbox
-from .runner import STATE_NAMES, Host, ServiceCore, ServiceExit
+from .runner import STATE_NAMES, Core, Host, ServiceExit
 from .scheduler import WEIGHTS, Scheduler, Worker, batch_size
+from .servicecore import ServiceCore
 from .suspend import Wait, suspend
 from .timer import TimerThread
 from .watchdog import Watchdog
@@ -20,6 +25,7 @@ __all__ = [
     "OVERLOAD_THRESHOLD",
     "STATE_NAMES",
     "WEIGHTS",
+    "Core",
     "Host",
     "Mailbox",
     "Scheduler",

@@ -11,8 +11,8 @@ not yet cleared the flag, and ``release`` re-checks the queue *after*
 clearing it, so it sees that message and re-queues the mailbox. (This relies
 on the GIL ordering each thread's bytecodes; CPython 3.11 has one.)
 
-The scheduler's busy path (``Scheduler._loop``) keeps this invariant with two
-shortcuts, both taken only by the owning worker while ``in_global`` is True:
+The scheduler's busy path (``Scheduler._loop`` and ``runner.run_turns``) keeps
+this invariant with two shortcuts, both taken only by the owning worker while ``in_global`` is True:
 
 - it may start another turn on the mailbox instead of handing it back when
   the global queue is empty. The flag is untouched and the worker still owns
@@ -27,12 +27,24 @@ A message appended after the worker's last emptiness check is therefore
 seen either by that worker's ``release`` re-check (flag read True by the
 producer) or by the producer's own claim (flag read False): never lost,
 never queued twice.
+
+Compiled (``mailbox.pxd``, ``node.core.native``), ``Mailbox`` is a native
+class and each method runs as C while holding the GIL: the deque calls and
+``_claim.acquire(False)`` never release it, so no other thread runs inside
+``push``/``offer``/``push_front``/``release`` at all. Each method keeps the
+source's order (append, then read the flag; clear the flag, then re-check
+the queue), and the C compiler cannot move the flag's load or store across
+those calls (opaque functions that may read it). So the compiled build
+allows a subset of the pure build's interleavings and the argument above
+holds for it unchanged. The busy path's shortcuts moved with the loop into
+``runner.run_turns`` (compiled with the runner) and keep the same order.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..errors import Overloaded
@@ -41,10 +53,11 @@ OVERLOAD_THRESHOLD = 1024
 
 
 class Runnable(Protocol):
-    """What a worker runs a mailbox's messages on (``runner.ServiceCore``)."""
+    """What a worker runs a mailbox's messages on (``runner.Core``)."""
 
     handle: int
     _cpu: float
+    _hook: Callable[[tuple[int, int, int, Any]], None] | None
 
     def _dispatch(self, msg: tuple[int, int, int, Any]) -> None: ...
 
@@ -57,9 +70,11 @@ class Mailbox:
     )
 
     def __init__(
-        self, service: Runnable, global_queue: deque[Mailbox], limit: int = 0
+        self, service: Runnable | None, global_queue: deque[Mailbox], limit: int = 0
     ) -> None:
-        self.service = service
+        # What the workers run this mailbox's messages on: the service's core, set when
+        # the service binds (``ServiceCore._bind_core``) if not given here.
+        self.service: Any = service
         # Past this many queued messages `offer` refuses (0: unbounded, skynet's default).
         self.limit = limit
         # Appended by any thread; popped only by the worker that owns the mailbox.

@@ -20,6 +20,8 @@ from threading import get_ident
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .runner import run_turns
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -236,7 +238,6 @@ class Scheduler:
         weight = w.weight
         cond = self._cond
         profile = self.profile
-        on_stray = self._on_stray
         clock = perf_counter
         t0 = clock()
         while self._running:
@@ -256,49 +257,8 @@ class Scheduler:
             q = mb.queue
             svc = mb.service
             w.service = svc
-            # No bound methods kept here (q.popleft, svc._dispatch): each would be one
-            # more GC-tracked allocation per turn, and most turns run one message.
             try:
-                if weight < 0:
-                    # One message a turn (skynet's -1); turns follow each other at once
-                    # while no other mailbox waits. Kept apart from the batch loop below
-                    # on purpose: merged (n = 1 for -1), one-way and fan-in measured 6-10%
-                    # slower in bench.local (an inner loop per message for nothing).
-                    while True:
-                        if len(q) > mb.overload:
-                            mb.overload *= 2
-                            self._on_overload(svc, len(q))
-                        try:
-                            msg = q.popleft()
-                        except IndexError:
-                            break
-                        w.message = msg
-                        try:
-                            svc._dispatch(msg)
-                        except BaseException as exc:  # an interrupt that landed after its handler
-                            on_stray(exc)
-                        if queue or not q or not self._running:
-                            break
-                else:
-                    while True:
-                        n = len(q)
-                        if n > mb.overload:
-                            mb.overload *= 2
-                            self._on_overload(svc, n)
-                        n = (n >> weight) or 1  # batch_size() inlined
-                        while n:
-                            n -= 1
-                            try:
-                                msg = q.popleft()
-                            except IndexError:
-                                break
-                            w.message = msg
-                            try:
-                                svc._dispatch(msg)
-                            except BaseException as exc:  # a late interrupt, as above
-                                on_stray(exc)
-                        if queue or not q or not self._running:
-                            break
+                run_turns(self, mb, w, weight)
             finally:
                 w.message = None
                 if profile:

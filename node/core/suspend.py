@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..message import CALL_TIMEOUT
 
 if TYPE_CHECKING:
-    from .runner import ServiceCore
+    from .servicecore import ServiceCore
 
 __all__ = ["Wait", "suspend"]
 

@@ -83,10 +83,11 @@ class Watchdog:
         self._seen[w.index] = (msg, seen[1], True)
         self.reports += 1
         source, session, kind, payload = msg
+        name = type(getattr(svc, "service", svc)).__name__  # a worker runs the Core
         method = payload[0] if kind <= 1 and isinstance(payload, tuple) else KIND_NAMES[kind]
         self._report(
             svc.handle,
             f"maybe in an endless loop: worker {w.index} on {format_handle(svc.handle)} "
-            f"({type(svc).__name__}.{method}) from {format_handle(source)} "
+            f"({name}.{method}) from {format_handle(source)} "
             f"session {session}, {now - seen[1]:.1f}s",
         )

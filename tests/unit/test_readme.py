@@ -28,7 +28,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from node.cli import _parser
+from node.core import native
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -75,6 +78,7 @@ KINDS: dict[str, str] = {
     "nc": r"nc 127\.0\.0\.1 \d+",
     "cluster": r"(\./scripts/servers\.sh .*|SKYMESH_\w+=.* skymesh .*|kill %1 %2)",
     "reload": r"skymesh reload .*",
+    "build": r"\.venv/bin/python -m node\.core\.build( .*)?",
 }
 
 
@@ -135,6 +139,21 @@ def test_bootstrap_then_activate_gives_the_venv_skymesh() -> None:
                        env=_env(), capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == [str(ROOT / ".venv/bin/skymesh"), str(ROOT / ".venv/bin/python")]
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="no C compiler: the core stays pure")
+def test_the_build_command_compiles_the_core_in_place() -> None:
+    # Run as written (it is what scripts/bootstrap.sh runs): afterwards every module is
+    # built and newer than its sources, and --status names the build this process gets.
+    (cmd, _), = _of("build")
+    p = subprocess.run(shlex.split(cmd), cwd=ROOT, env=_env(), capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert native.current()
+    env = {**_env(), "SKYMESH_PURE": "0"}
+    status = subprocess.run([*shlex.split(cmd), "--status"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert status.stdout.strip() == "compiled", status.stderr
 
 
 def test_the_test_command_is_an_executable_script() -> None:

@@ -378,7 +378,7 @@ def test_supervisor_private_names_do_not_shadow_the_runtime(node: Node) -> None:
     source = Path(supervisor_module.__file__).read_text()
     own = set(re.findall(r"self\.(_[a-z]\w*)\s*(?::[^=]*)?=[^=]", source))
     own |= {n for n in vars(Supervisor) if n.startswith("_") and not n.startswith("__")}
-    own.discard("_handlers")  # set on every subclass by Service.__init_subclass__
+    own.discard("_handler_table")  # set on every subclass by Service.__init_subclass__
     assert "_opts" in own and "_end_child" in own  # the scan sees what it should
     assert not ((own - {"_services"}) & runtime), own & runtime
 
