@@ -1,4 +1,6 @@
-"""What a compiled node core would buy on the local path (issue 13): a decision aid.
+"""What a compiled node core would buy on the local path (issue 13): the decision aid
+that chose composition for the compiled core the node now has (``node.core.native``;
+``bench.local`` measures the real thing, compiled and with ``SKYMESH_PURE=1``).
 
 Run: ``python -m bench.native_core [--n 500000] [--rounds 3]`` (Cython comes with
 the dev extras, the C compiler is the machine's gcc; nothing of skymesh is compiled).

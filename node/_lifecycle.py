@@ -1,7 +1,7 @@
 """Services are born and retire here: spawn, started, retire, signals, the log.
 
 :class:`Lifecycle` is the node-side half every service runtime talks to
-(the ``core.runner.Host`` protocol): replies go to the router, a start is
+(the ``core.host.Host`` protocol): replies go to the router, a start is
 answered, an ending service is forgotten by every part that remembers it
 (names, monitors, uniqueness, coordination, channels) through the
 ``on_retire`` hooks those parts registered.
@@ -55,7 +55,7 @@ def resolve_class(cls: Any) -> Any:
 
 
 class Lifecycle:
-    """Spawning and retiring services; implements ``core.runner.Host``."""
+    """Spawning and retiring services; implements ``core.host.Host``."""
 
     def __init__(
         self, router: Router, timer: TimerThread, call_timeout: float,

@@ -37,7 +37,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .address import format_handle
-from .core.runner import RELOAD
+from .core.host import RELOAD
 from .core.servicecore import ServiceCore
 from .errors import ReloadError
 from .message import REPLY, SYSTEM

@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .core.runner import RUNNING
+from .core.host import RUNNING
 from .core.suspend import suspend
 from .errors import ConfigError
 from .message import CALL, SEND

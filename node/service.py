@@ -22,7 +22,7 @@ from ._select import Select, gather
 from ._sockets.api import SocketAPI
 from ._unique import LAUNCHER_PREFIX, UNIQUE_PREFIX
 from .address import Group, format_handle, node_of
-from .core.runner import T_HANDLER, ServiceExit
+from .core.host import T_HANDLER, ServiceExit
 from .core.servicecore import ServiceCore
 from .core.suspend import Wait, suspend
 from .errors import CallTimeout, NodeDown, ServiceNotFound

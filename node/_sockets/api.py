@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..core.runner import RUNNING, STARTING
+from ..core.host import RUNNING, STARTING
 from ..core.servicecore import ServiceCore
 from ..core.suspend import suspend
 from ..errors import CallTimeout, SocketError

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ..core.runner import ServiceExit
+from ..core.host import ServiceExit
 from ..service import Service, expose
 
 __all__ = ["ENCODERS", "Agent", "Encoder", "pack"]

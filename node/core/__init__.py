@@ -13,8 +13,9 @@ runs is chosen here, before anything imports them.
 
 from . import native  # noqa: F401  (first: it chooses the build the imports below get)
 from .faults import code_of, error_payload, exception_from
+from .host import STATE_NAMES, Host, ServiceExit
 from .mailbox import OVERLOAD_THRESHOLD, Mailbox
-from .runner import STATE_NAMES, Core, Host, ServiceExit
+from .runner import Core
 from .scheduler import WEIGHTS, Scheduler, Worker, batch_size
 from .servicecore import ServiceCore
 from .suspend import Wait, suspend

@@ -1,6 +1,8 @@
-"""Dispatching messages to a service and resuming its coroutines.
+"""Dispatching messages to a service and resuming its coroutines: ``Core``.
 
-This is the only code that runs handlers and resumes service coroutines.
+This is the only code that runs handlers and resumes service coroutines. What
+it needs from its node is ``host.Host``; the states, task kinds and event
+names it shares with the rest of ``node`` are in ``host`` too.
 A service is run by one worker at a time (the mailbox's ``in_global``
 invariant), so every field here is owned by "the worker currently running
 this service" and needs no lock.
@@ -9,7 +11,7 @@ this service" and needs no lock.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CallTimeout, Overloaded
 from ..message import (
@@ -27,62 +29,25 @@ from ..message import (
     TIMER,
 )
 from .faults import error_payload, exception_from
+from .host import (
+    CALLBACK,
+    EXITED,
+    RELOAD,
+    RUNNING,
+    STARTING,
+    STATE_NAMES,
+    STOPPING,
+    T_HANDLER,
+    T_OTHER,
+    T_START,
+    T_STOP,
+    Host,
+    ServiceExit,
+)
 
 if TYPE_CHECKING:
     from .mailbox import Mailbox
-    from .timer import TimerEntry, TimerThread
-
-STARTING, RUNNING, STOPPING, EXITED = range(4)
-STATE_NAMES = ("starting", "running", "stopping", "exited")
-
-# Task kinds: what finishing the coroutine means.
-T_HANDLER, T_START, T_STOP, T_OTHER = range(4)
-
-# TIMER payload of a ``timeout(seconds, fn)`` callback.
-CALLBACK = "callback"
-
-# SYSTEM event: swap to the class of the same name in a reloaded module (node._reload).
-RELOAD = "reload"
-
-
-class Host(Protocol):
-    """What a service's runtime half calls on its node."""
-
-    @property
-    def node_id(self) -> int:
-        """This node's id."""
-
-    call_timeout: float
-    timer: TimerThread
-
-    def reply(self, source: int, dest: int, session: int, kind: int, payload: Any) -> None:
-        """Deliver a REPLY or ERROR (from the worker running ``source``)."""
-
-    def requeue(self, svc: Any, msgs: list[tuple[int, int, int, Any]]) -> None:
-        """Put ``msgs`` back at the head of ``svc``'s own mailbox."""
-
-    def count_drop(self, reason: str) -> None:
-        """Count a message dropped for ``reason``."""
-
-    def refused(self, dest: int, kind: int) -> None:
-        """Count (and now and then log) a SEND or CALL refused by ``dest``'s full mailbox."""
-
-    def log(self, handle: int, level: str, text: str) -> None:
-        """One log line from ``handle``."""
-
-    def log_exc(self, handle: int, what: str, err: BaseException) -> None:
-        """An error line with the traceback of ``err``."""
-
-    def started(self, svc: Any, source: int, session: int) -> None:
-        """``svc``'s ``on_start`` finished: answer its creator."""
-
-    def retire(self, svc: Any, reason: str) -> None:
-        """``svc`` ended: forget its names, monitors, subscriptions; tell its watchers."""
-
-
-class ServiceExit(BaseException):
-    """Raised by ``Service.exit()`` to unwind the running handler. Never escapes a worker."""
-
+    from .timer import TimerEntry
 
 class _Done:
     """Stands in for the coroutine of a plain handler that called exit()."""

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 from .runner import Core
 
 if TYPE_CHECKING:
+    from .host import Host
     from .mailbox import Mailbox
-    from .runner import Host, Task
+    from .runner import Task
 
 
 class ServiceCore:
